@@ -1,0 +1,34 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# A bare `torch` pulls a multi-GB CUDA build here; 2.13.0 resolves to the local CPU build.
+TORCH := torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint format clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet "$(TORCH)" -e ".[dev]"
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/edgecnn models
+	$(BIN)/edgecnn models info mobilenet_v2
+
+lint: $(STAMP)
+	$(BIN)/ruff check edgecnn tests benchmarks
+	$(BIN)/ruff format --check edgecnn tests benchmarks
+
+format: $(STAMP)
+	$(BIN)/ruff format edgecnn tests benchmarks
+	$(BIN)/ruff check --fix edgecnn tests benchmarks
+
+test: lint
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

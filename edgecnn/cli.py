@@ -1,0 +1,154 @@
+"""The ``edgecnn`` command line: parses arguments and calls the library, nothing more."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from typer.core import TyperGroup
+
+from edgecnn import __version__
+from edgecnn.errors import EdgeCNNError
+
+SCHEMA_VERSION = 1
+console = Console()
+err_console = Console(stderr=True)
+
+app = typer.Typer(
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"edgecnn {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
+    """Classic CNNs to edge devices: build, train, quantize, export and benchmark.
+
+    Set EDGECNN_DEBUG=1 to see tracebacks.
+    """
+
+
+class _ListByDefault(TyperGroup):
+    """``edgecnn models [PATTERN]`` lists; ``edgecnn models info NAME`` describes one model."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if not args or (args[0] not in self.commands and args[0] not in ("-h", "--help")):
+            args = ["list", *args]
+        return super().parse_args(ctx, args)
+
+
+models_app = typer.Typer(
+    cls=_ListByDefault,
+    help="List the model zoo (`edgecnn models [PATTERN]` is `models list`), or describe one model.",
+)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+def models_list(
+    pattern: Annotated[str, typer.Argument(help="Glob (resnet*) or substring (mobilenet) of model names.")] = "",
+    as_json: JsonFlag = False,
+) -> None:
+    """Table of models: parameters, MACs at the default resolution, input size, ImageNet top-1."""
+    from edgecnn.models.summary import summarize_models
+
+    summaries = summarize_models(pattern)
+    if not summaries:
+        raise EdgeCNNError(f"no model matches {pattern!r}; `edgecnn models` lists them all")
+    if as_json:
+        print(json.dumps({"schema_version": SCHEMA_VERSION, "models": [s.to_dict() for s in summaries]}, indent=2))
+        return
+    table = Table(title=f"edgecnn models ({len(summaries)})")
+    table.add_column("name", no_wrap=True)
+    table.add_column("family")
+    for column in ("params", "MACs", "input", "ImageNet top-1"):
+        table.add_column(column, justify="right")
+    for s in summaries:
+        table.add_row(
+            s.name,
+            s.family,
+            f"{s.params / 1e6:.2f}M",
+            _si(s.macs),
+            f"{s.input_size[0]}×{s.input_size[1]}×{s.input_size[2]}",
+            "–" if s.imagenet_top1 is None else f"{s.imagenet_top1:.1f}",
+        )
+    console.print(table)
+
+
+@models_app.command("info")
+def models_info(
+    name: Annotated[str, typer.Argument(help="A model name from `edgecnn models`.")],
+    depth: Annotated[int, typer.Option(min=1, max=6, help="How deep the layer summary goes.")] = 2,
+    as_json: JsonFlag = False,
+) -> None:
+    """One model: its figures, preprocessing, weights and a layer summary."""
+    from edgecnn.models.summary import describe_model
+
+    info = describe_model(name, depth)
+    if as_json:
+        print(json.dumps({"schema_version": SCHEMA_VERSION, **info.to_dict()}, indent=2))
+        return
+    s = info.summary
+    console.print(f"[bold]{s.name}[/bold] — {s.description}")
+    facts = {
+        "family": s.family,
+        "paper": s.paper,
+        "parameters": f"{s.params:,}",
+        "MACs": f"{s.macs:,} at {s.input_size[1]}×{s.input_size[2]}",
+        "input (C×H×W)": "×".join(map(str, s.input_size)),
+        "preprocessing": info.preprocessing_text,
+        "ImageNet weights": info.weights_text,
+        "builder arguments": ", ".join(info.arguments),
+    }
+    for key, value in facts.items():
+        console.print(f"  {key:18s} {value}")
+    table = Table(title="layers")
+    for column in ("module", "type", "output", "params", "MACs"):
+        table.add_column(column, justify="right" if column in ("params", "MACs") else "left")
+    for row in info.layers:
+        table.add_row(row.name, row.kind, "×".join(map(str, row.output_shape[1:])), f"{row.params:,}", f"{row.macs:,}")
+    console.print(table)
+
+
+def _si(count: int) -> str:
+    """A count with a unit a person reads at a glance: 416K, 301M, 1.81G."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.3g}{unit}" if count < 100 * scale else f"{count / scale:,.0f}{unit}"
+    return str(count)
+
+
+def main() -> None:
+    """Entry point: the package's own errors become one line on stderr and exit code 1."""
+    try:
+        app()
+    except EdgeCNNError as exc:
+        if os.environ.get("EDGECNN_DEBUG") == "1":
+            raise
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""The command line as a user runs it: a real subprocess, exit codes and output."""
+
+import json
+import os
+import subprocess
+import sys
+
+from edgecnn import __version__, count_params, list_models
+from tests.conftest import build_on_meta
+
+
+def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "edgecnn.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "120", **(env or {})},
+    )
+
+
+def test_version():
+    result = run("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"edgecnn {__version__}"
+
+
+def test_models_json_lists_every_model_with_computed_figures():
+    result = run("models", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["schema_version"] == 1
+    rows = {row["name"]: row for row in data["models"]}
+    assert set(rows) == set(list_models())
+    assert rows["mobilenet_v2"]["params"] == count_params(build_on_meta("mobilenet_v2"))
+    assert rows["efficientnet_b4"]["input_size"] == [3, 380, 380]
+    assert rows["resnet50"]["imagenet_top1"] == 76.13
+    assert rows["lenet5"]["imagenet_top1"] is None
+
+
+def test_models_table_filters_by_pattern():
+    result = run("models", "resnet")
+    assert result.returncode == 0, result.stderr
+    assert "resnet152" in result.stdout and "mobilenet" not in result.stdout
+    assert "60.19M" in result.stdout
+
+
+def test_models_info_shows_layers():
+    result = run("models", "info", "mobilenet_v2", "--json")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["params"] == 3_504_872
+    assert sum(layer["macs"] for layer in info["layers"]) == info["macs"]
+    assert info["layers"][-1]["name"] == "classifier.1"
+    table = run("models", "info", "lenet5")
+    assert table.returncode == 0 and "features.6" in table.stdout
+
+
+def test_unknown_model_is_one_line_with_suggestions_and_exit_1():
+    result = run("models", "info", "mobilnet_v2")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: unknown model 'mobilnet_v2'; did you mean mobilenet_v2, mobilenet_v1, mobilenet_v3_small?"
+    ]
+    assert "Traceback" not in result.stderr
+
+
+def test_pattern_matching_nothing_exits_1():
+    result = run("models", "nothing-like-this")
+    assert result.returncode == 1
+    assert "no model matches" in result.stderr
+
+
+def test_bad_option_exits_2():
+    assert run("models", "--bogus").returncode == 2
+    assert run("models", "info", "resnet18", "--depth", "0").returncode == 2
+
+
+def test_debug_shows_the_traceback():
+    result = run("models", "info", "nope", env={"EDGECNN_DEBUG": "1"})
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "UnknownModelError" in result.stderr
+
+
+def test_help_explains_the_commands():
+    result = run("--help")
+    assert result.returncode == 0
+    assert "models" in result.stdout and "EDGECNN_DEBUG" in result.stdout
