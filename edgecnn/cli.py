@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -13,7 +14,9 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from edgecnn import __version__
+from edgecnn.data.augment import DEFAULT_AUGMENT
 from edgecnn.errors import EdgeCNNError
+from edgecnn.train.config import LossName, OptimizerName, SchedulerName
 
 SCHEMA_VERSION = 1
 console = Console()
@@ -126,6 +129,85 @@ def models_info(
     for row in info.layers:
         table.add_row(row.name, row.kind, "×".join(map(str, row.output_shape[1:])), f"{row.params:,}", f"{row.macs:,}")
     console.print(table)
+
+
+@app.command()
+def train(
+    model: Annotated[str, typer.Argument(help="A model name (`edgecnn models`) or an edgecnn checkpoint (.pt).")],
+    data: Annotated[str, typer.Option(help="'digits' (built in, offline) or a folder ROOT/CLASS/IMAGE.")] = "digits",
+    weights: Annotated[
+        str | None, typer.Option(help="Start from 'imagenet' (torchvision's checkpoint) or a state-dict PATH.")
+    ] = None,
+    input_size: Annotated[int | None, typer.Option(help="Square input resolution; default: the model's.")] = None,
+    epochs: Annotated[int, typer.Option(min=1)] = 30,
+    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    optimizer: Annotated[OptimizerName, typer.Option(help="Optimizer.")] = OptimizerName.adamw,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate; default depends on the optimizer.")] = None,
+    weight_decay: Annotated[float, typer.Option(min=0.0)] = 1e-4,
+    scheduler: Annotated[SchedulerName, typer.Option(help="Learning-rate schedule, stepped per batch.")] = (
+        SchedulerName.cosine
+    ),
+    label_smoothing: Annotated[float, typer.Option(min=0.0, max=0.99)] = 0.0,
+    dropout: Annotated[float | None, typer.Option(help="Override the head's dropout.")] = None,
+    freeze: Annotated[
+        str,
+        typer.Option(help="'none' (fine-tune all), 'backbone' (train the head only) or N (train the last N blocks)."),
+    ] = "none",
+    early_stopping: Annotated[int, typer.Option(min=0, help="Stop after N epochs without improvement; 0: off.")] = 0,
+    augment: Annotated[
+        str, typer.Option(help="Training augmentation: 'crop=0.8,rotate=15,flip,jitter=0.2,noise=0.03' or 'none'.")
+    ] = DEFAULT_AUGMENT,
+    loss: Annotated[LossName, typer.Option(help="Cross-entropy, or MSE against one-hot targets.")] = (
+        LossName.cross_entropy
+    ),
+    seed: Annotated[int, typer.Option(help="Seeds the split, the initialisation and the batch order.")] = 0,
+    val_fraction: Annotated[float, typer.Option(min=0.0, max=0.9)] = 0.15,
+    test_fraction: Annotated[float, typer.Option(min=0.01, max=0.9)] = 0.15,
+    workers: Annotated[int, typer.Option(min=0, help="Data-loading worker processes.")] = 0,
+    strict: Annotated[bool, typer.Option(help="Fail on unreadable files instead of skipping them.")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda (mixed precision on CUDA).")] = "auto",
+    output: Annotated[Path, typer.Option(help="Run folder: best.pt, last.pt, metrics.json, curves.png.")] = Path(
+        "runs/train"
+    ),
+    as_json: JsonFlag = False,
+) -> None:
+    """Train or fine-tune a model; keeps the best checkpoint by validation accuracy.
+
+    Launch the same command with `torchrun --nproc-per-node N` to train with DistributedDataParallel.
+    """
+    from edgecnn.train import TrainConfig
+    from edgecnn.train import train as run_training
+
+    config = TrainConfig(
+        model=model,
+        data=data,
+        output=output,
+        weights=weights,
+        input_size=input_size,
+        epochs=epochs,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        lr=lr,
+        weight_decay=weight_decay,
+        scheduler=scheduler,
+        label_smoothing=label_smoothing,
+        dropout=dropout,
+        freeze=freeze,
+        early_stopping=early_stopping,
+        augment=augment,
+        loss=loss,
+        seed=seed,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        workers=workers,
+        strict=strict,
+        device=device,
+    )
+    result = run_training(config, progress=not as_json)
+    if as_json and int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(result.to_dict(), indent=2))
+    if result.interrupted:
+        raise typer.Exit(130)
 
 
 def _si(count: int) -> str:

@@ -10,9 +10,18 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import torch
+from PIL import Image
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+_RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+}
+INTERPOLATIONS = tuple(_RESAMPLE)
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,31 @@ class Preprocessing:
         """The same recipe at another resolution, keeping the resize/crop ratio."""
         resize = max(crop, round(crop * self.resize / self.crop))
         return dataclasses.replace(self, crop=crop, resize=resize)
+
+    def load(self, image: Image.Image) -> torch.Tensor:
+        """A PIL image as a C×crop×crop float tensor in [0, 1]: channel mode, resize, centre crop."""
+        if self.in_chans not in (1, 3):
+            raise ValueError(f"images load as 1 or 3 channels, not {self.in_chans}")
+        image = image.convert("L" if self.in_chans == 1 else "RGB")
+        width, height = image.size
+        scale = self.resize / min(width, height)
+        size = (max(self.crop, round(width * scale)), max(self.crop, round(height * scale)))
+        image = image.resize(size, _RESAMPLE[self.interpolation])
+        left, top = (size[0] - self.crop) // 2, (size[1] - self.crop) // 2
+        image = image.crop((left, top, left + self.crop, top + self.crop))
+        array = np.asarray(image, dtype=np.float32) / 255.0
+        return torch.from_numpy(array.reshape(self.crop, self.crop, -1)).permute(2, 0, 1).contiguous()
+
+    def normalize(self, batch: torch.Tensor) -> torch.Tensor:
+        """Standardise [0, 1] images (C×H×W or N×C×H×W) with the recipe's mean and std."""
+        shape = (-1, 1, 1)
+        mean = torch.tensor(self.mean, dtype=batch.dtype, device=batch.device).view(shape)
+        std = torch.tensor(self.std, dtype=batch.dtype, device=batch.device).view(shape)
+        return (batch - mean) / std
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        """The model's input for one image: :meth:`load` then :meth:`normalize`."""
+        return self.normalize(self.load(image))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

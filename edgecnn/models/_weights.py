@@ -111,15 +111,20 @@ def _download(url: str, target: Path, progress: bool) -> str:
     return sha256.hexdigest()
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load a state dict without unpickling arbitrary objects (``weights_only=True``)."""
+def load_tensor_file(path: str | Path, what: str) -> object:
+    """``torch.load`` with ``weights_only=True`` (tensors and plain containers, never code)."""
     path = Path(path)
     if not path.is_file():
-        raise WeightsError(f"weights file not found: {path}")
+        raise WeightsError(f"{what} not found: {path}")
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or unsafe files
-        raise WeightsError(f"cannot read weights from {path}: {str(exc).splitlines()[0]}") from exc
+        raise WeightsError(f"cannot read {what} {path}: {str(exc).splitlines()[0]}") from exc
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from a file: plain, or under a ``state_dict``/``model`` key (checkpoints)."""
+    loaded = load_tensor_file(path, "weights")
     for key in ("state_dict", "model"):
         if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
             loaded = loaded[key]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from edgecnn.models._registry import register_model, register_variant
-from edgecnn.models._weights import PretrainedWeights, torchvision_weights
+from edgecnn.models._weights import torchvision_weights
 from edgecnn.models.layers import ActLayer, ConvNormAct, NormLayer, SqueezeExcitation, StochasticDepth, make_divisible
 
 ALPHA, BETA, GAMMA = 1.2, 1.1, 1.15  # depth, width, resolution bases of the compound rule
@@ -284,49 +284,34 @@ _CHECKPOINTS = {
 _TF_NORM = partial(nn.BatchNorm2d, eps=0.001, momentum=0.01)
 
 
-def _register_published(variant: str, scaling: Scaling, weights: PretrainedWeights) -> None:
-    norm_layer = _TF_NORM if variant in ("b5", "b6", "b7") else nn.BatchNorm2d
-
+def _register(variant: str, scaling: Scaling, build: Callable[..., EfficientNet], doc: str, **spec: Any) -> None:
     def builder(
         num_classes: int = 1000, in_chans: int = 3, dropout: float | None = None, stochastic_depth_prob: float = 0.2
     ) -> EfficientNet:
-        return build_efficientnet(scaling, num_classes, in_chans, dropout, stochastic_depth_prob, norm_layer)
+        return build(scaling, num_classes, in_chans, dropout, stochastic_depth_prob)
 
     name = f"efficientnet_{variant}"
-    globals()[name] = register_variant(
-        name,
-        f"EfficientNet-{variant.upper()} (width {scaling.width}, depth {scaling.depth}).",
-        builder,
-        family="efficientnet",
-        resolution=weights.crop,
-        crop_ratio=weights.crop / weights.resize,
-        interpolation="bicubic",
-        pretrained=weights,
-        paper="Tan & Le 2019",
-    )
-
-
-def _register_lite(variant: str, scaling: Scaling) -> None:
-    def builder(
-        num_classes: int = 1000, in_chans: int = 3, dropout: float | None = None, stochastic_depth_prob: float = 0.2
-    ) -> EfficientNet:
-        return build_efficientnet_lite(scaling, num_classes, in_chans, dropout, stochastic_depth_prob)
-
-    name = f"efficientnet_{variant}"
-    globals()[name] = register_variant(
-        name,
-        f"EfficientNet-{variant.capitalize()}: no squeeze-excite, ReLU6; int8-friendly.",
-        builder,
-        family="efficientnet",
-        resolution=scaling.resolution,
-        interpolation="bicubic",
-        paper="TensorFlow TPU efficientnet/lite",
-    )
+    globals()[name] = register_variant(name, doc, builder, family="efficientnet", interpolation="bicubic", **spec)
 
 
 for _variant, _scaling in PUBLISHED.items():
     _file, _top1, _top5, _crop, _resize = _CHECKPOINTS[_variant]
-    _weights = torchvision_weights(_file, _top1, _top5, crop=_crop, resize=_resize, interpolation="bicubic")
-    _register_published(_variant, _scaling, _weights)
+    _register(
+        _variant,
+        _scaling,
+        partial(build_efficientnet, norm_layer=_TF_NORM) if _variant in ("b5", "b6", "b7") else build_efficientnet,
+        f"EfficientNet-{_variant.upper()} (width {_scaling.width}, depth {_scaling.depth}).",
+        resolution=_crop,
+        crop_ratio=_crop / _resize,
+        pretrained=torchvision_weights(_file, _top1, _top5, crop=_crop, resize=_resize, interpolation="bicubic"),
+        paper="Tan & Le 2019",
+    )
 for _variant, _scaling in LITE.items():
-    _register_lite(_variant, _scaling)
+    _register(
+        _variant,
+        _scaling,
+        build_efficientnet_lite,
+        f"EfficientNet-{_variant.capitalize()}: no squeeze-excite, ReLU6; int8-friendly.",
+        resolution=_scaling.resolution,
+        paper="TensorFlow TPU efficientnet/lite",
+    )
