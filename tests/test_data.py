@@ -140,8 +140,10 @@ def test_bad_folders_give_clear_errors(tmp_path, layout, message):
 
 def test_images_smaller_than_the_crop_are_refused(tmp_path):
     root = write_folder(tmp_path / "data", size=(12, 12))
-    with pytest.raises(DataError, match="8 images are smaller than the 32-pixel crop"):
-        FolderSource(root, min_size=32)
+    source = FolderSource(root)
+    source.check_min_size(12)
+    with pytest.raises(DataError, match="8 images are smaller than the 32-pixel input"):
+        source.check_min_size(32)
 
 
 def test_augmentation_runs_in_training_only():

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from edgecnn.errors import EdgeCNNError, WeightsError
-from edgecnn.models import create_model, get_model_meta
+from edgecnn.models import create_model, get_model_meta, get_model_spec
 from edgecnn.models.checkpoint import load_checkpoint, resolve_model, save_checkpoint
 from edgecnn.train import TrainConfig, apply_freeze, backbone_blocks, train
 
@@ -87,13 +88,19 @@ def test_frozen_backbone_stays_unchanged(tmp_path):
 
 
 def test_freeze_last_blocks_trains_only_those():
-    model = create_model("resnet18")
-    apply_freeze(model, "2", "fc")
+    model, spec = create_model("resnet18"), get_model_spec("resnet18")
+    apply_freeze(model, "2", spec)
     trainable = {".".join(n.split(".")[:2]) for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == {"layer4.0", "layer4.1", "fc.weight", "fc.bias"}
-    assert [name for name, _ in backbone_blocks(model, "fc")][:3] == ["conv1", "bn1", "layer1.0"]
+    assert [name for name, _ in backbone_blocks(model, spec)][:3] == ["conv1", "bn1", "layer1.0"]
     with pytest.raises(EdgeCNNError, match="only 10 backbone blocks"):
-        apply_freeze(create_model("resnet18"), "11", "fc")
+        apply_freeze(create_model("resnet18"), "11", spec)
+
+
+def test_googlenet_blocks_leave_out_the_auxiliary_heads():
+    model = create_model("googlenet", aux_logits=True)
+    names = [name for name, _ in backbone_blocks(model, get_model_spec("googlenet"))]
+    assert names[-1] == "inception5b" and not any(n.startswith("aux") for n in names)
 
 
 def test_fine_tuning_continues_from_a_checkpoint_with_mse(tmp_path):
@@ -121,6 +128,15 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "edgecnn.cli", *args], capture_output=True, text=True, timeout=300, cwd=cwd
     )
+
+
+def test_training_refuses_images_smaller_than_the_input(tmp_path):
+    for label in ("a", "b"):
+        (tmp_path / "data" / label).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (16, 16), (i * 80, 0, 0)).save(tmp_path / "data" / label / f"{i}.png")
+    with pytest.raises(EdgeCNNError, match="6 images are smaller than the 32-pixel input"):
+        train(quick("lenet5", tmp_path / "run", data=str(tmp_path / "data")), progress=False)
 
 
 def test_cli_bad_data_path_is_one_line(tmp_path):

@@ -40,6 +40,9 @@ class ImageSource(Protocol):
 
     def fingerprint(self) -> str: ...
 
+    def check_min_size(self, crop: int) -> None:
+        """Refuse images too small for a ``crop``-pixel input."""
+
 
 class DigitsSource:
     """scikit-learn's bundled handwritten digits: 1,797 real 8×8 grayscale images of 0–9, offline."""
@@ -58,6 +61,9 @@ class DigitsSource:
     def image(self, index: int) -> Image.Image:
         return Image.fromarray(self._images[index], mode="L")
 
+    def check_min_size(self, crop: int) -> None:
+        """Digits are 8×8 by nature and upsampled to any input size on purpose."""
+
     def fingerprint(self) -> str:
         return hashlib.sha256(self._images.tobytes() + bytes(self.labels)).hexdigest()[:16]
 
@@ -67,7 +73,7 @@ class FolderSource:
 
     crop_ratio = None
 
-    def __init__(self, root: str | Path, strict: bool = False, min_size: int = 1) -> None:
+    def __init__(self, root: str | Path, strict: bool = False) -> None:
         self.root = Path(root)
         self.name = str(self.root)
         if not self.root.is_dir():
@@ -80,27 +86,21 @@ class FolderSource:
         self.classes = [p.name for p in class_dirs]
         self.paths: list[Path] = []
         self.labels = []
+        self.sizes: list[tuple[int, int]] = []
         skipped: list[str] = []
-        too_small: list[str] = []
         for label, class_dir in enumerate(class_dirs):
             found = 0
             for path in sorted(p for p in class_dir.rglob("*") if p.is_file() and not p.name.startswith(".")):
-                problem = _check_image(path, min_size)
-                if problem == "small":
-                    too_small.append(str(path))
-                elif problem:
-                    skipped.append(f"{path} ({problem})")
-                else:
-                    self.paths.append(path)
-                    self.labels.append(label)
-                    found += 1
-            if found == 0 and not too_small:
+                size_or_problem = _image_size(path)
+                if isinstance(size_or_problem, str):
+                    skipped.append(f"{path} ({size_or_problem})")
+                    continue
+                self.paths.append(path)
+                self.labels.append(label)
+                self.sizes.append(size_or_problem)
+                found += 1
+            if found == 0:
                 raise DataError(f"class folder {class_dir} has no readable images")
-        if too_small:
-            raise DataError(
-                f"{len(too_small)} images are smaller than the {min_size}-pixel crop (e.g. {too_small[0]}); "
-                "pass a smaller --input-size or resize the images"
-            )
         if skipped:
             if strict:
                 raise DataError(f"{len(skipped)} files are not readable images, e.g. {skipped[0]}")
@@ -112,6 +112,14 @@ class FolderSource:
             image.load()
             return image
 
+    def check_min_size(self, crop: int) -> None:
+        small = [path for path, size in zip(self.paths, self.sizes, strict=True) if min(size) < crop]
+        if small:
+            raise DataError(
+                f"{len(small)} images are smaller than the {crop}-pixel input (e.g. {small[0]}); "
+                "pass a smaller --input-size or use larger images"
+            )
+
     def fingerprint(self) -> str:
         digest = hashlib.sha256()
         for path, label in zip(self.paths, self.labels, strict=True):
@@ -119,24 +127,23 @@ class FolderSource:
         return digest.hexdigest()[:16]
 
 
-def _check_image(path: Path, min_size: int) -> str:
-    """'' for a usable image, 'small' if its shorter side is under ``min_size``, else the reason."""
+def _image_size(path: Path) -> tuple[int, int] | str:
+    """(width, height) of a readable image file, else why it cannot be used."""
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         return "not an image file"
     try:
         with Image.open(path) as image:
             image.verify()
-            size = image.size
+            return image.size
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         return f"unreadable: {type(exc).__name__}"
-    return "small" if min(size) < min_size else ""
 
 
-def open_source(data: str | Path, strict: bool = False, min_size: int = 1) -> ImageSource:
+def open_source(data: str | Path, strict: bool = False) -> ImageSource:
     """``"digits"`` (built in) or a folder of class sub-folders."""
     if str(data) == "digits":
         return DigitsSource()
-    return FolderSource(data, strict=strict, min_size=min_size)
+    return FolderSource(data, strict=strict)
 
 
 @dataclass(frozen=True)

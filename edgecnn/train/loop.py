@@ -24,7 +24,7 @@ from edgecnn.data.augment import build_augmentation
 from edgecnn.data.datasets import ImageDataset, ImageSource, Split, open_source, stratified_split
 from edgecnn.data.preprocessing import Preprocessing
 from edgecnn.errors import EdgeCNNError
-from edgecnn.models._registry import create_model, get_model_meta, get_model_spec
+from edgecnn.models._registry import ModelSpec, create_model, get_model_meta, get_model_spec
 from edgecnn.models.checkpoint import is_checkpoint_path, load_checkpoint, save_checkpoint
 from edgecnn.train.config import EpochRecord, LossName, OptimizerName, SchedulerName, TrainConfig, TrainResult
 
@@ -77,8 +77,8 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_model(config: TrainConfig, source: ImageSource) -> tuple[nn.Module, str]:
-    """The model to train, with a head for the source's classes; returns it and its classifier's name."""
+def build_model(config: TrainConfig, source: ImageSource) -> tuple[nn.Module, ModelSpec]:
+    """The model to train, with a head for the source's classes, and its registry entry."""
     num_classes = len(source.classes)
     if is_checkpoint_path(config.model):
         described = load_checkpoint(config.model).metadata["model"]
@@ -99,17 +99,21 @@ def build_model(config: TrainConfig, source: ImageSource) -> tuple[nn.Module, st
     meta = get_model_meta(model)
     meta.preprocessing = preprocessing
     meta.class_names = list(source.classes)
-    return model, get_model_spec(name).classifier
+    source.check_min_size(preprocessing.crop)
+    return model, get_model_spec(name)
 
 
-def backbone_blocks(model: nn.Module, classifier: str) -> list[tuple[str, nn.Module]]:
-    """The backbone's blocks in forward order: plain ``Sequential`` containers are opened up."""
+def backbone_blocks(model: nn.Module, spec: ModelSpec) -> list[tuple[str, nn.Module]]:
+    """The backbone's blocks in forward order, without the head and optional heads.
+
+    Plain ``Sequential`` containers are opened up: a stage of blocks counts block by block.
+    """
     blocks: list[tuple[str, nn.Module]] = []
 
     def visit(prefix: str, module: nn.Module) -> None:
         for name, child in module.named_children():
             full = f"{prefix}{name}"
-            if full == classifier or name.startswith("aux"):
+            if full == spec.classifier or f"{full}.".startswith(spec.optional_prefixes):
                 continue
             if type(child) is nn.Sequential:
                 visit(f"{full}.", child)
@@ -120,14 +124,14 @@ def backbone_blocks(model: nn.Module, classifier: str) -> list[tuple[str, nn.Mod
     return blocks
 
 
-def apply_freeze(model: nn.Module, freeze: str, classifier: str) -> None:
+def apply_freeze(model: nn.Module, freeze: str, spec: ModelSpec) -> None:
     """``none``: train all; ``backbone``: only the head (feature extraction); ``N``: the last N blocks + head."""
     if freeze == "none":
         return
     model.requires_grad_(False)
-    model.get_submodule(classifier).requires_grad_(True)
+    model.get_submodule(spec.classifier).requires_grad_(True)
     if freeze != "backbone":
-        blocks = backbone_blocks(model, classifier)
+        blocks = backbone_blocks(model, spec)
         count = int(freeze)
         if count > len(blocks):
             raise EdgeCNNError(f"--freeze {count}: the model has only {len(blocks)} backbone blocks")
@@ -239,7 +243,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     started = time.perf_counter()
 
     source = open_source(config.data, strict=config.strict)
-    model, classifier = build_model(config, source)
+    model, spec = build_model(config, source)
     meta = get_model_meta(model)
     preprocessing = meta.preprocessing
     split = stratified_split(source.labels, config.val_fraction, config.test_fraction, config.seed)
@@ -254,7 +258,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     train_loader = _loader(datasets["train"], config, shuffle=True, sampler=sampler)
     val_loader, test_loader = (_loader(datasets[n], config, shuffle=False) for n in ("val", "test"))
 
-    apply_freeze(model, config.freeze, classifier)
+    apply_freeze(model, config.freeze, spec)
     model.to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(config, trainable)
