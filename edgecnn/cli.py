@@ -210,6 +210,73 @@ def train(
         raise typer.Exit(130)
 
 
+@app.command("export")
+def export_command(
+    model: Annotated[str, typer.Argument(help="A model name or an edgecnn checkpoint (.pt) from `edgecnn train`.")],
+    format: Annotated[str, typer.Option("--format", help="Comma-separated formats, or 'all'.")] = "all",
+    int8: Annotated[bool, typer.Option("--int8", help="Also write int8 (static post-training) artifacts.")] = False,
+    fp16: Annotated[bool, typer.Option("--fp16", help="Write fp16 artifacts (formats that support it).")] = False,
+    calib: Annotated[
+        str | None, typer.Option(help="Calibration images: 'digits' or a folder; a checkpoint uses its own data.")
+    ] = None,
+    calib_size: Annotated[int, typer.Option(min=1, help="Calibration images, class-balanced.")] = 128,
+    calib_method: Annotated[str, typer.Option(help="minmax, entropy or percentile.")] = "minmax",
+    weights: Annotated[
+        str | None, typer.Option(help="For a model name: 'imagenet', a state-dict PATH, or 'none' (random).")
+    ] = None,
+    input_size: Annotated[int | None, typer.Option(min=8, help="Square input resolution (model names only).")] = None,
+    batch: Annotated[str, typer.Option(help="Batch dimension: a number or 'dynamic'.")] = "1",
+    output: Annotated[Path, typer.Option(help="Folder for the artifacts, their sidecar JSON and export.json.")] = Path(
+        "runs/export"
+    ),
+    as_json: JsonFlag = False,
+) -> None:
+    """Fold BatchNorm, export (and quantize), then verify every artifact in its own runtime."""
+    from edgecnn.export import ExportConfig, export
+
+    report = export(
+        ExportConfig(
+            model=model,
+            formats=format,
+            int8=int8,
+            fp16=fp16,
+            calib=calib,
+            calib_size=calib_size,
+            calib_method=calib_method,
+            weights=weights,
+            input_size=input_size,
+            batch=batch,
+            output=output,
+        )
+    )
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return
+    for warning in report.warnings:
+        err_console.print(f"[yellow]warning:[/yellow] {warning}")
+    reference = "" if report.reference_accuracy is None else f", PyTorch fp32 accuracy {report.reference_accuracy:.2f}%"
+    table = Table(
+        title=f"{report.model}: verified on {report.verification_images} {report.verification_inputs} images{reference}"
+    )
+    table.add_column("artifact", no_wrap=True)
+    for column in ("size", "export", "max |Δ|/range", "cosine", "top-1 agree", "accuracy"):
+        table.add_column(column, justify="right")
+    for artifact in report.artifacts:
+        checks = artifact.verification
+        accuracy = checks.get("accuracy")
+        table.add_row(
+            Path(artifact.path).name,
+            f"{artifact.size_bytes / 1e6:.2f} MB",
+            f"{artifact.export_seconds:.1f} s",
+            f"{checks['max_abs_diff_over_range']:.1e}",
+            f"{checks['cosine']:.4f}",
+            f"{checks['top1_agreement']:.1f}%",
+            "–" if accuracy is None else f"{accuracy:.2f}%",
+        )
+    console.print(table)
+    console.print(f"{output / 'export.json'} ({report.seconds:.0f} s)")
+
+
 def _si(count: int) -> str:
     """A count with a unit a person reads at a glance: 416K, 301M, 1.81G."""
     for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):

@@ -1,0 +1,70 @@
+"""The formats table: one row per artifact format drives option validation before any work is done.
+
+A combination a format cannot do, or a backend whose extra is not installed, fails with the
+``pip install`` line that fixes it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass
+from types import ModuleType
+
+from edgecnn.errors import EdgeCNNError
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    suffix: str
+    fp16: bool
+    int8: bool
+    runtime: str
+    extra: str
+    modules: tuple[str, ...]
+    exporter: str  # module with export_fp32, quantize_int8 and count_ops
+
+    def load_exporter(self) -> ModuleType:
+        return importlib.import_module(self.exporter)
+
+    def missing_modules(self) -> list[str]:
+        return [m for m in self.modules if importlib.util.find_spec(m) is None]
+
+
+FORMATS: dict[str, Format] = {
+    "onnx": Format(
+        "onnx",
+        ".onnx",
+        fp16=False,
+        int8=True,
+        runtime="onnxruntime",
+        extra="onnx",
+        modules=("onnx", "onnxruntime", "onnxscript"),
+        exporter="edgecnn.export.onnx",
+    ),
+}
+
+
+def resolve_formats(names: str, int8: bool, fp16: bool) -> list[Format]:
+    """Formats from a comma-separated list (or ``all``), checked against the options and the install."""
+    requested = list(FORMATS) if names.strip() == "all" else [n.strip() for n in names.split(",") if n.strip()]
+    if not requested:
+        raise EdgeCNNError(f"no format given; valid: {', '.join(FORMATS)}, all")
+    formats = []
+    for name in requested:
+        if name not in FORMATS:
+            raise EdgeCNNError(f"unknown format {name!r}; valid: {', '.join(FORMATS)}, all")
+        fmt = FORMATS[name]
+        if int8 and not fmt.int8:
+            raise EdgeCNNError(f"{name} cannot be exported as int8")
+        if fp16 and not fmt.fp16:
+            raise EdgeCNNError(
+                f"{name} cannot be exported as fp16 here; formats with fp16: "
+                + (", ".join(f.name for f in FORMATS.values() if f.fp16) or "none yet")
+            )
+        missing = fmt.missing_modules()
+        if missing:
+            raise EdgeCNNError(f"{name} export needs {', '.join(missing)}: pip install 'edgecnn[{fmt.extra}]'")
+        formats.append(fmt)
+    return formats

@@ -1,0 +1,125 @@
+"""ONNX: ``torch.onnx.export`` (opset 18), checked with ``onnx.checker``; int8 with onnxruntime's
+``quantize_static`` (QDQ, per-channel int8 weights, uint8 activations) after ``quant_pre_process``."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgecnn._io import atomic_path
+
+OPSET = 18
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+METADATA_KEY = "edgecnn"
+
+
+def export_fp32(
+    model: nn.Module, example: torch.Tensor, path: Path, metadata: dict[str, Any], dynamic_batch: bool
+) -> Path:
+    """Export ``model`` (eval mode) with ``metadata`` stored in the graph's ``metadata_props``."""
+    import onnx
+
+    dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=1024)},) if dynamic_batch else None
+    with atomic_path(path) as temporary, contextlib.redirect_stdout(io.StringIO()), _quiet("torch.onnx"):
+        warnings.simplefilter("ignore", FutureWarning)  # torch-internal deprecation notes; scoped by _quiet
+        torch.onnx.export(
+            model.eval(),
+            (example,),
+            str(temporary),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            opset_version=OPSET,
+            dynamo=True,
+            dynamic_shapes=dynamic_shapes,
+            external_data=False,
+            verbose=False,
+        )
+        proto = onnx.load(str(temporary))
+        onnx.checker.check_model(proto)
+        _set_metadata(proto, metadata)
+        onnx.save(proto, str(temporary))
+    return path
+
+
+def quantize_int8(
+    fp32_path: Path, path: Path, calibration: list[np.ndarray], method: str, metadata: dict[str, Any]
+) -> Path:
+    """Static int8 quantization in QDQ form, calibrated on ``calibration`` batches."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
+    with tempfile.TemporaryDirectory() as scratch, atomic_path(path) as temporary:
+        prepared = Path(scratch) / "prepared.onnx"
+        quant_pre_process(str(fp32_path), str(prepared))
+        quantize_static(
+            str(prepared),
+            str(temporary),
+            _Reader(calibration),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=methods[method],
+        )
+        proto = onnx.load(str(temporary))
+        _set_metadata(proto, metadata)
+        onnx.save(proto, str(temporary))
+    return path
+
+
+@contextlib.contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    """Silence a library's progress chatter (the exporter's "torchvision is not installed" notes)."""
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+class _Reader:
+    """onnxruntime's CalibrationDataReader protocol: input dicts, then None."""
+
+    def __init__(self, batches: list[np.ndarray]) -> None:
+        self._batches: Iterator[np.ndarray] = iter(batches)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._batches, None)
+        return None if batch is None else {INPUT_NAME: batch}
+
+
+def _set_metadata(proto: Any, metadata: dict[str, Any]) -> None:
+    del proto.metadata_props[:]
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(metadata)
+
+
+def count_ops(path: Path) -> dict[str, int]:
+    """How many nodes of each type the graph holds (QuantizeLinear/DequantizeLinear prove int8)."""
+    import onnx
+
+    counts: dict[str, int] = {}
+    for node in onnx.load(str(path)).graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts

@@ -1,0 +1,288 @@
+"""``edgecnn export``: fold BatchNorm, export, quantize, then verify each artifact in its own runtime.
+
+One calibration set, drawn once (class-balanced, from the training split), feeds every quantizer; the
+verification images are the held-out test split, never seen by training or calibration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from torch import nn
+
+from edgecnn import __version__
+from edgecnn._io import write_json
+from edgecnn.data.datasets import ImageSource, Split, calibration_indices, open_source, stratified_split
+from edgecnn.errors import EdgeCNNError
+from edgecnn.export._formats import Format, resolve_formats
+from edgecnn.models._registry import ModelMeta, create_model, get_model_meta
+from edgecnn.models.checkpoint import is_checkpoint_path, load_checkpoint
+from edgecnn.optimize import fold_batchnorm
+from edgecnn.runtime import open_runner
+
+SCHEMA_VERSION = 1
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+console = Console(stderr=True)
+
+
+@dataclass
+class ExportConfig:
+    model: str
+    formats: str = "all"
+    int8: bool = False
+    fp16: bool = False
+    calib: str | None = None
+    calib_size: int = 128
+    calib_method: str = "minmax"
+    weights: str | None = None
+    input_size: int | None = None
+    batch: str = "1"
+    output: Path = Path("runs/export")
+
+    def __post_init__(self) -> None:
+        self.output = Path(self.output)
+        if self.calib_method not in CALIBRATION_METHODS:
+            raise EdgeCNNError(
+                f"unknown calibration method {self.calib_method!r}; valid: {', '.join(CALIBRATION_METHODS)}"
+            )
+        if self.calib_size < 1:
+            raise EdgeCNNError(f"calibration size must be at least 1, got {self.calib_size}")
+        if self.batch != "dynamic" and not (self.batch.isdigit() and int(self.batch) >= 1):
+            raise EdgeCNNError(f"batch must be a positive number or 'dynamic', got {self.batch!r}")
+        if is_checkpoint_path(self.model) and (self.weights or self.input_size):
+            raise EdgeCNNError("a checkpoint fixes its weights and input size; drop --weights/--input-size")
+
+
+@dataclass
+class ArtifactReport:
+    format: str
+    precision: str
+    path: str
+    size_bytes: int
+    export_seconds: float
+    verification: dict[str, float]
+    ops: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class ExportReport:
+    model: str
+    weights: str
+    verification_images: int
+    verification_inputs: str
+    reference_accuracy: float | None
+    artifacts: list[ArtifactReport]
+    warnings: list[str]
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema_version": SCHEMA_VERSION, "edgecnn_version": __version__, **dataclasses.asdict(self)}
+
+
+@dataclass
+class _Data:
+    """Calibration and verification images, preprocessed once."""
+
+    source: str
+    calibration: np.ndarray | None
+    verification: np.ndarray
+    labels: np.ndarray | None
+    calibration_hash: str | None
+
+
+def _load_model(config: ExportConfig, warnings: list[str]) -> tuple[nn.Module, dict[str, Any] | None]:
+    if is_checkpoint_path(config.model):
+        checkpoint = load_checkpoint(config.model)
+        return checkpoint.model, checkpoint.metadata
+    weights = None if config.weights in (None, "none") else config.weights
+    if weights is None:
+        warnings.append("random weights: the artifacts are for testing the pipeline, not for deployment")
+    return create_model(config.model, weights=weights, input_size=config.input_size), None
+
+
+def _images(source: ImageSource, indices: list[int], meta: ModelMeta) -> np.ndarray:
+    return np.stack([meta.preprocessing(source.image(i)).numpy() for i in indices]).astype(np.float32)
+
+
+def _gather_data(
+    config: ExportConfig, meta: ModelMeta, checkpoint: dict[str, Any] | None, warnings: list[str]
+) -> _Data:
+    """Calibration from the training split, verification from the held-out split (checkpoint's own data)."""
+    if config.calib is not None:
+        source = open_source(config.calib)
+        split = stratified_split(source.labels, seed=0)
+    elif checkpoint is not None and "data" in checkpoint:
+        data = checkpoint["data"]
+        source = open_source(data["source"])
+        if source.fingerprint() != data["fingerprint"]:
+            raise EdgeCNNError(f"the data at {data['source']} changed since training; pass --calib to choose images")
+        split = Split.from_dict(data["split"])
+    else:
+        if config.int8:
+            raise EdgeCNNError("int8 needs calibration images: pass --calib digits|DIR (never random data)")
+        generator = torch.Generator().manual_seed(0)
+        random = torch.randn((32, *meta.preprocessing.input_shape), generator=generator).numpy()
+        warnings.append("no data given: fp32 verified on 32 random inputs")
+        return _Data("random", None, random, None, None)
+    source.check_min_size(meta.preprocessing.crop)
+    labelled = source.classes == meta.class_names
+    calibration = None
+    digest = None
+    if config.int8:
+        chosen = calibration_indices(source.labels, split.train, config.calib_size, seed=0)
+        calibration = _images(source, chosen, meta)
+        digest = hashlib.sha256(calibration.tobytes()).hexdigest()[:16]
+    verification = _images(source, list(split.test), meta)
+    labels = np.array([source.labels[i] for i in split.test]) if labelled else None
+    return _Data(source.name, calibration, verification, labels, digest)
+
+
+def _artifact_metadata(
+    meta: ModelMeta, precision: str, data: _Data, config: ExportConfig, weights_hash: str
+) -> dict[str, Any]:
+    preprocessing = meta.preprocessing
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "edgecnn_version": __version__,
+        "model": meta.name,
+        "model_kwargs": meta.kwargs,
+        "classes": meta.class_names,
+        "preprocessing": preprocessing.to_dict(),
+        "input": {
+            "name": "input",
+            "layout": preprocessing.layout,
+            "dtype": "float32",
+            "shape": ["batch" if config.batch == "dynamic" else int(config.batch), *preprocessing.input_shape],
+        },
+        "precision": precision,
+        "quantization": (
+            {
+                "scheme": "static, QDQ, per-channel int8 weights, uint8 activations",
+                "method": config.calib_method,
+                "calibration": {"source": data.source, "size": config.calib_size, "sha256": data.calibration_hash},
+            }
+            if precision == "int8"
+            else None
+        ),
+        "weights": meta.weights,
+        "weights_sha256": weights_hash,
+    }
+
+
+def _state_hash(model: nn.Module) -> str:
+    digest = hashlib.sha256()
+    for key, value in model.state_dict().items():
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def verify(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | None) -> dict[str, float]:
+    """Agreement of ``candidate`` logits with ``reference``: max |Δ|, its ratio to the logit range,
+    mean cosine similarity, top-1 agreement, and accuracy where labels exist."""
+    difference = np.abs(candidate - reference).max()
+    spread = float(reference.max() - reference.min()) or 1.0
+    cosine = np.sum(candidate * reference, 1) / (
+        np.linalg.norm(candidate, axis=1) * np.linalg.norm(reference, axis=1) + 1e-12
+    )
+    result = {
+        "max_abs_logit_diff": float(difference),
+        "max_abs_diff_over_range": float(difference / spread),
+        "cosine": float(cosine.mean()),
+        "top1_agreement": float((candidate.argmax(1) == reference.argmax(1)).mean() * 100),
+    }
+    if labels is not None:
+        result["accuracy"] = float((candidate.argmax(1) == labels).mean() * 100)
+    return result
+
+
+def _run(runner: Any, images: np.ndarray, batch: str) -> np.ndarray:
+    size = len(images) if batch == "dynamic" else int(batch)
+    outputs = []
+    for start in range(0, len(images), size):
+        chunk = images[start : start + size]
+        if len(chunk) < size:  # a fixed-batch artifact: pad the last chunk
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], size - len(chunk), 0)])
+        outputs.append(runner.run(chunk)[: len(images) - start])
+    return np.concatenate(outputs)
+
+
+def export(config: ExportConfig) -> ExportReport:
+    """Run the whole export for ``config``; writes the artifacts, their sidecars and export.json."""
+    started = time.perf_counter()
+    formats = resolve_formats(config.formats, config.int8, config.fp16)
+    warnings: list[str] = []
+    model, checkpoint = _load_model(config, warnings)
+    model.eval()
+    meta = get_model_meta(model)
+    data = _gather_data(config, meta, checkpoint, warnings)
+    with torch.no_grad():
+        reference = model(torch.from_numpy(data.verification)).numpy()
+    reference_accuracy = float((reference.argmax(1) == data.labels).mean() * 100) if data.labels is not None else None
+    folded = fold_batchnorm(model)
+    weights_hash = _state_hash(model)
+    example = torch.from_numpy(data.verification[:1]).repeat(
+        1 if config.batch == "dynamic" else int(config.batch), 1, 1, 1
+    )
+    config.output.mkdir(parents=True, exist_ok=True)
+    reports = []
+    for fmt in formats:
+        precisions = ["fp32", "int8"] if config.int8 else ["fp32"]
+        for precision in precisions:
+            with console.status(f"{fmt.name} {precision}: exporting"):
+                reports.append(_export_one(fmt, precision, folded, example, meta, data, config, weights_hash))
+            artifact = reports[-1]
+            with console.status(f"{fmt.name} {precision}: verifying in {fmt.runtime}"):
+                runner = open_runner(artifact.path)
+                artifact.verification = verify(reference, _run(runner, data.verification, config.batch), data.labels)
+            write_json(
+                Path(artifact.path).with_suffix(".json"), {**runner.metadata, "report": dataclasses.asdict(artifact)}
+            )
+    report = ExportReport(
+        model=meta.name,
+        weights=meta.weights,
+        verification_images=len(data.verification),
+        verification_inputs=data.source,
+        reference_accuracy=reference_accuracy,
+        artifacts=reports,
+        warnings=warnings,
+        seconds=time.perf_counter() - started,
+    )
+    write_json(config.output / "export.json", report.to_dict())
+    return report
+
+
+def _export_one(
+    fmt: Format,
+    precision: str,
+    model: nn.Module,
+    example: torch.Tensor,
+    meta: ModelMeta,
+    data: _Data,
+    config: ExportConfig,
+    weights_hash: str,
+) -> ArtifactReport:
+    exporter = fmt.load_exporter()
+    started = time.perf_counter()
+    metadata = _artifact_metadata(meta, precision, data, config, weights_hash)
+    stem = config.output / f"{meta.name}_{precision}"
+    fp32_path = stem.with_name(f"{meta.name}_fp32{fmt.suffix}")
+    path = stem.with_suffix(fmt.suffix)
+    dynamic = config.batch == "dynamic"
+    if precision == "fp32":
+        exporter.export_fp32(model, example, path, metadata, dynamic)
+    else:
+        assert data.calibration is not None
+        size = 16 if dynamic else int(config.batch)
+        batches = [data.calibration[i : i + size] for i in range(0, len(data.calibration) - size + 1, size)]
+        exporter.quantize_int8(fp32_path, path, batches, config.calib_method, metadata)
+    seconds = time.perf_counter() - started
+    return ArtifactReport(fmt.name, precision, str(path), path.stat().st_size, seconds, {}, exporter.count_ops(path))
