@@ -23,7 +23,7 @@ class Format:
     runtime: str
     extra: str
     modules: tuple[str, ...]
-    exporter: str  # module with export_fp32, quantize_int8 and count_ops
+    exporter: str  # module with export_float, quantize_int8, artifact_files and count_ops
 
     def load_exporter(self) -> ModuleType:
         return importlib.import_module(self.exporter)
@@ -43,12 +43,27 @@ FORMATS: dict[str, Format] = {
         modules=("onnx", "onnxruntime", "onnxscript"),
         exporter="edgecnn.export.onnx",
     ),
+    "openvino": Format(
+        "openvino",
+        ".xml",
+        fp16=True,
+        int8=True,
+        runtime="openvino",
+        extra="openvino",
+        modules=("openvino", "nncf"),
+        exporter="edgecnn.export.openvino",
+    ),
 }
 
 
 def resolve_formats(names: str, int8: bool, fp16: bool) -> list[Format]:
-    """Formats from a comma-separated list (or ``all``), checked against the options and the install."""
-    requested = list(FORMATS) if names.strip() == "all" else [n.strip() for n in names.split(",") if n.strip()]
+    """Formats from a comma-separated list (or ``all``), checked against the options and the install.
+
+    With ``all``, ``fp16`` applies to the formats that have it; a format named explicitly must
+    support every precision asked for.
+    """
+    explicit = names.strip() != "all"
+    requested = [n.strip() for n in names.split(",") if n.strip()] if explicit else list(FORMATS)
     if not requested:
         raise EdgeCNNError(f"no format given; valid: {', '.join(FORMATS)}, all")
     formats = []
@@ -58,11 +73,9 @@ def resolve_formats(names: str, int8: bool, fp16: bool) -> list[Format]:
         fmt = FORMATS[name]
         if int8 and not fmt.int8:
             raise EdgeCNNError(f"{name} cannot be exported as int8")
-        if fp16 and not fmt.fp16:
-            raise EdgeCNNError(
-                f"{name} cannot be exported as fp16 here; formats with fp16: "
-                + (", ".join(f.name for f in FORMATS.values() if f.fp16) or "none yet")
-            )
+        if fp16 and explicit and not fmt.fp16:
+            with_fp16 = ", ".join(f.name for f in FORMATS.values() if f.fp16)
+            raise EdgeCNNError(f"{name} cannot be exported as fp16; formats with fp16: {with_fp16}")
         missing = fmt.missing_modules()
         if missing:
             raise EdgeCNNError(f"{name} export needs {', '.join(missing)}: pip install 'edgecnn[{fmt.extra}]'")

@@ -3,12 +3,8 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import logging
 import tempfile
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +14,7 @@ import torch
 from torch import nn
 
 from edgecnn._io import atomic_path
+from edgecnn.export._quiet import quiet
 
 OPSET = 18
 INPUT_NAME = "input"
@@ -25,15 +22,16 @@ OUTPUT_NAME = "logits"
 METADATA_KEY = "edgecnn"
 
 
-def export_fp32(
-    model: nn.Module, example: torch.Tensor, path: Path, metadata: dict[str, Any], dynamic_batch: bool
+def export_float(
+    model: nn.Module, example: torch.Tensor, path: Path, metadata: dict[str, Any], dynamic_batch: bool, half: bool
 ) -> Path:
     """Export ``model`` (eval mode) with ``metadata`` stored in the graph's ``metadata_props``."""
+    if half:
+        raise ValueError("the ONNX exporter writes fp32 only, as the formats table says")
     import onnx
 
     dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=1024)},) if dynamic_batch else None
-    with atomic_path(path) as temporary, contextlib.redirect_stdout(io.StringIO()), _quiet("torch.onnx"):
-        warnings.simplefilter("ignore", FutureWarning)  # torch-internal deprecation notes; scoped by _quiet
+    with atomic_path(path) as temporary, quiet("torch.onnx"):
         torch.onnx.export(
             model.eval(),
             (example,),
@@ -66,7 +64,7 @@ def quantize_int8(
         "entropy": CalibrationMethod.Entropy,
         "percentile": CalibrationMethod.Percentile,
     }
-    with tempfile.TemporaryDirectory() as scratch, atomic_path(path) as temporary:
+    with tempfile.TemporaryDirectory() as scratch, atomic_path(path) as temporary, quiet("onnxruntime"):
         prepared = Path(scratch) / "prepared.onnx"
         quant_pre_process(str(fp32_path), str(prepared))
         quantize_static(
@@ -85,19 +83,6 @@ def quantize_int8(
     return path
 
 
-@contextlib.contextmanager
-def _quiet(logger_name: str) -> Iterator[None]:
-    """Silence a library's progress chatter (the exporter's "torchvision is not installed" notes)."""
-    logger = logging.getLogger(logger_name)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            yield
-    finally:
-        logger.setLevel(level)
-
-
 class _Reader:
     """onnxruntime's CalibrationDataReader protocol: input dicts, then None."""
 
@@ -113,6 +98,10 @@ def _set_metadata(proto: Any, metadata: dict[str, Any]) -> None:
     del proto.metadata_props[:]
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(metadata)
+
+
+def artifact_files(path: Path) -> list[Path]:
+    return [path]
 
 
 def count_ops(path: Path) -> dict[str, int]:

@@ -235,7 +235,7 @@ def export(config: ExportConfig) -> ExportReport:
     config.output.mkdir(parents=True, exist_ok=True)
     reports = []
     for fmt in formats:
-        precisions = ["fp32", "int8"] if config.int8 else ["fp32"]
+        precisions = ["fp32"] + (["fp16"] if config.fp16 and fmt.fp16 else []) + (["int8"] if config.int8 else [])
         for precision in precisions:
             with console.status(f"{fmt.name} {precision}: exporting"):
                 reports.append(_export_one(fmt, precision, folded, example, meta, data, config, weights_hash))
@@ -277,12 +277,13 @@ def _export_one(
     fp32_path = stem.with_name(f"{meta.name}_fp32{fmt.suffix}")
     path = stem.with_suffix(fmt.suffix)
     dynamic = config.batch == "dynamic"
-    if precision == "fp32":
-        exporter.export_fp32(model, example, path, metadata, dynamic)
+    if precision in ("fp32", "fp16"):
+        exporter.export_float(model, example, path, metadata, dynamic, half=precision == "fp16")
     else:
         assert data.calibration is not None
         size = 16 if dynamic else int(config.batch)
         batches = [data.calibration[i : i + size] for i in range(0, len(data.calibration) - size + 1, size)]
         exporter.quantize_int8(fp32_path, path, batches, config.calib_method, metadata)
     seconds = time.perf_counter() - started
-    return ArtifactReport(fmt.name, precision, str(path), path.stat().st_size, seconds, {}, exporter.count_ops(path))
+    size = sum(file.stat().st_size for file in exporter.artifact_files(path))
+    return ArtifactReport(fmt.name, precision, str(path), size, seconds, {}, exporter.count_ops(path))

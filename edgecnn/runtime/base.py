@@ -27,4 +27,8 @@ def open_runner(path: str | Path, threads: int | None = None) -> Runner:
         from edgecnn.runtime.onnxruntime import OnnxRuntimeRunner
 
         return OnnxRuntimeRunner(path, threads)
-    raise EdgeCNNError(f"no runner for {path.suffix or 'files without a suffix'} artifacts; supported: .onnx")
+    if path.suffix == ".xml":
+        from edgecnn.runtime.openvino import OpenVinoRunner
+
+        return OpenVinoRunner(path, threads)
+    raise EdgeCNNError(f"no runner for {path.suffix or 'files without a suffix'} artifacts; supported: .onnx, .xml")

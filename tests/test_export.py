@@ -1,4 +1,5 @@
-"""ONNX export: fp32 equals PyTorch, int8 holds int8 kernels, metadata travels inside, errors are clear."""
+"""Export to ONNX and OpenVINO: fp32 equals PyTorch, int8 holds int8 kernels, metadata travels inside,
+errors are clear."""
 
 import json
 import subprocess
@@ -29,21 +30,22 @@ def trained_lenet(tmp_path_factory):
 @pytest.mark.parametrize(
     "name", ["lenet5", "mobilenet_v3_small", "resnet18", "googlenet", "efficientnet_lite0", "mobilenet_v1"]
 )
-def test_fp32_onnx_equals_pytorch(name, tmp_path):
+def test_fp32_artifacts_equal_pytorch(name, tmp_path):
     torch.manual_seed(0)
     model = create_model(name, num_classes=10, input_size=32 if name != "lenet5" else None)
     path = tmp_path / f"{name}.pt"
     save_checkpoint(path, model)
     report = export(ExportConfig(str(path), output=tmp_path / "out"))
-    (artifact,) = report.artifacts
+    assert [a.format for a in report.artifacts] == ["onnx", "openvino"]
     assert report.verification_inputs == "random"
-    assert artifact.verification["max_abs_diff_over_range"] <= 1e-4
-    assert artifact.verification["top1_agreement"] == 100.0
-    assert "BatchNormalization" not in artifact.ops  # folded before export
+    for artifact in report.artifacts:
+        assert artifact.verification["max_abs_diff_over_range"] <= 1e-4, artifact.format
+        assert artifact.verification["top1_agreement"] == 100.0
+        assert "BatchNormalization" not in artifact.ops and "BatchNormInference" not in artifact.ops
 
 
-def test_int8_artifact_holds_int8_kernels_and_tracks_fp32(trained_lenet, tmp_path):
-    report = export(ExportConfig(str(trained_lenet), int8=True, calib_size=64, output=tmp_path))
+def test_int8_onnx_holds_int8_kernels_and_tracks_fp32(trained_lenet, tmp_path):
+    report = export(ExportConfig(str(trained_lenet), formats="onnx", int8=True, calib_size=64, output=tmp_path))
     fp32, int8 = report.artifacts
     assert (fp32.precision, int8.precision) == ("fp32", "int8")
     assert "QuantizeLinear" not in fp32.ops
@@ -56,10 +58,37 @@ def test_int8_artifact_holds_int8_kernels_and_tracks_fp32(trained_lenet, tmp_pat
     assert fp32.verification["accuracy"] == pytest.approx(report.reference_accuracy)
 
 
-def test_metadata_travels_inside_and_beside_the_artifact(trained_lenet, tmp_path):
-    report = export(ExportConfig(str(trained_lenet), int8=True, calib_size=32, output=tmp_path))
-    runner = open_runner(report.artifacts[1].path)
-    metadata = runner.metadata
+def test_int8_openvino_holds_fake_quantize_and_int8_weights(trained_lenet, tmp_path):
+    report = export(ExportConfig(str(trained_lenet), formats="openvino", int8=True, calib_size=64, output=tmp_path))
+    fp32, int8 = report.artifacts
+    assert "FakeQuantize" not in fp32.ops and int8.ops["FakeQuantize"] >= 4
+    import openvino as ov
+
+    constants = [op for op in ov.Core().read_model(int8.path).get_ops() if op.get_type_name() == "Constant"]
+    assert sum(op.get_element_type() == ov.Type.i8 for op in constants) >= 5
+    assert int8.size_bytes < 0.5 * fp32.size_bytes
+    assert int8.verification["top1_agreement"] >= 90
+
+
+def test_openvino_fp16_stores_half_weights(tmp_path):
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, create_model("resnet18", num_classes=10, input_size=32))
+    report = export(ExportConfig(str(path), fp16=True, output=tmp_path / "out"))
+    assert [(a.format, a.precision) for a in report.artifacts] == [
+        ("onnx", "fp32"),
+        ("openvino", "fp32"),
+        ("openvino", "fp16"),
+    ]
+    fp32, fp16 = report.artifacts[1:]
+    assert fp16.size_bytes < 0.6 * fp32.size_bytes
+    assert fp16.verification["cosine"] > 0.999
+
+
+@pytest.mark.parametrize("suffix", ["onnx", "xml"])
+def test_metadata_travels_inside_and_beside_the_artifact(trained_lenet, tmp_path, suffix):
+    formats = {"onnx": "onnx", "xml": "openvino"}[suffix]
+    export(ExportConfig(str(trained_lenet), formats=formats, int8=True, calib_size=32, output=tmp_path))
+    metadata = open_runner(tmp_path / f"lenet5_int8.{suffix}").metadata
     assert metadata["model"] == "lenet5" and metadata["precision"] == "int8"
     assert metadata["classes"] == [str(i) for i in range(10)]
     assert metadata["preprocessing"]["crop"] == 32 and metadata["preprocessing"]["mean"]
@@ -75,9 +104,10 @@ def test_dynamic_batch(tmp_path):
     path = tmp_path / "m.pt"
     save_checkpoint(path, create_model("mobilenet_v3_small", num_classes=4, input_size=32))
     report = export(ExportConfig(str(path), batch="dynamic", output=tmp_path / "out"))
-    runner = open_runner(report.artifacts[0].path)
-    assert runner.run(np.zeros((5, 3, 32, 32), np.float32)).shape == (5, 4)
-    assert runner.metadata["input"]["shape"][0] == "batch"
+    for artifact in report.artifacts:
+        runner = open_runner(artifact.path)
+        assert runner.run(np.zeros((5, 3, 32, 32), np.float32)).shape == (5, 4)
+        assert runner.metadata["input"]["shape"][0] == "batch"
 
 
 def test_failed_export_leaves_no_artifact(tmp_path, monkeypatch):
@@ -89,15 +119,32 @@ def test_failed_export_leaves_no_artifact(tmp_path, monkeypatch):
 
     monkeypatch.setattr(onnx.checker, "check_model", refuse)
     with pytest.raises(onnx.checker.ValidationError):
-        export(ExportConfig(str(path), output=tmp_path / "out"))
+        export(ExportConfig(str(path), formats="onnx", output=tmp_path / "out"))
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_failed_openvino_save_leaves_no_artifact(tmp_path, monkeypatch):
+    import openvino as ov
+
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, create_model("lenet5"))
+    real_save = ov.save_model
+
+    def half_write(model, target, compress_to_fp16):
+        real_save(model, target, compress_to_fp16=compress_to_fp16)
+        raise OSError("disk full (injected)")
+
+    monkeypatch.setattr(ov, "save_model", half_write)
+    with pytest.raises(OSError, match="injected"):
+        export(ExportConfig(str(path), formats="openvino", output=tmp_path / "out"))
     assert list((tmp_path / "out").iterdir()) == []
 
 
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"formats": "coreml"}, "unknown format 'coreml'; valid: onnx"),
-        ({"fp16": True}, "onnx cannot be exported as fp16"),
+        ({"formats": "coreml"}, "unknown format 'coreml'; valid: onnx, openvino"),
+        ({"formats": "onnx", "fp16": True}, "onnx cannot be exported as fp16; formats with fp16: openvino"),
         ({"int8": True}, "int8 needs calibration images"),
         ({"batch": "0"}, "batch must be a positive number or 'dynamic'"),
         ({"calib_method": "kl"}, "unknown calibration method 'kl'"),
@@ -115,11 +162,18 @@ def test_missing_extra_names_the_install_line(monkeypatch):
         resolve_formats("onnx", int8=False, fp16=False)
 
 
-def test_corrupt_artifact_is_a_clear_error(tmp_path):
-    path = tmp_path / "broken.onnx"
+@pytest.mark.parametrize(("suffix", "runtime"), [(".onnx", "onnxruntime"), (".xml", "openvino")])
+def test_corrupt_artifact_is_a_clear_error(tmp_path, suffix, runtime):
+    path = tmp_path / f"broken{suffix}"
     path.write_bytes(b"\x08\x01garbage")
-    with pytest.raises(EdgeCNNError, match="onnxruntime cannot load"):
+    with pytest.raises(EdgeCNNError, match=f"{runtime} cannot load"):
         open_runner(path)
+
+
+def test_unknown_artifact_type(tmp_path):
+    (tmp_path / "model.tflite").write_bytes(b"x")
+    with pytest.raises(EdgeCNNError, match=r"no runner for \.tflite artifacts"):
+        open_runner(tmp_path / "model.tflite")
 
 
 def test_cli_export_prints_the_verification_table(trained_lenet, tmp_path):
@@ -132,7 +186,8 @@ def test_cli_export_prints_the_verification_table(trained_lenet, tmp_path):
         env={"COLUMNS": "120", "PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 0, result.stderr
-    assert "lenet5_int8.onnx" in result.stdout and "top-1 agree" in result.stdout
+    assert "lenet5_int8.onnx" in result.stdout and "lenet5_int8.xml" in result.stdout
+    assert "top-1 agree" in result.stdout
     assert "Warning" not in result.stderr and "warning" not in result.stderr.lower()
     bad = subprocess.run(
         [sys.executable, "-m", "edgecnn.cli", "export", "lenet5", "--int8"],

@@ -1,0 +1,85 @@
+"""OpenVINO IR: ``openvino.convert_model`` of the ``torch.export`` program, ``save_model``; int8 with ``nncf.quantize``
+(OpenVINO's default post-training recipe: min/max ranges with fast bias correction)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgecnn.export._quiet import quiet
+
+METADATA_KEY = "edgecnn"
+
+
+def export_float(
+    model: nn.Module, example: torch.Tensor, path: Path, metadata: dict[str, Any], dynamic_batch: bool, half: bool
+) -> Path:
+    """Convert ``model``; ``half`` stores the weights as fp16 (compute precision is the device's choice)."""
+    import openvino as ov
+
+    dynamic_shapes = None
+    if dynamic_batch:  # an example batch of 1 would be specialised to a constant by torch.export
+        example = example[:1].repeat(2, 1, 1, 1)
+        dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=1024)},)
+    with quiet("torch.export"):
+        converted = ov.convert_model(torch.export.export(model.eval(), (example,), dynamic_shapes=dynamic_shapes))
+    _save(converted, path, metadata, half)
+    return path
+
+
+def quantize_int8(
+    fp32_path: Path, path: Path, calibration: list[np.ndarray], method: str, metadata: dict[str, Any]
+) -> Path:
+    """NNCF post-training quantization of the fp32 IR, calibrated on ``calibration`` batches.
+
+    NNCF chooses its own range estimators; ``method`` is recorded, not applied.
+    """
+    import nncf
+    import openvino as ov
+
+    model = ov.Core().read_model(str(fp32_path))
+    with quiet("nncf"):
+        quantized = nncf.quantize(model, nncf.Dataset(calibration), subset_size=sum(len(b) for b in calibration))
+    _save(quantized, path, metadata, half=False)
+    return path
+
+
+def _save(model: Any, path: Path, metadata: dict[str, Any], half: bool) -> None:
+    """Write the .xml and its .bin atomically: the .bin first, the .xml (what users open) last."""
+    import openvino as ov
+
+    model.set_rt_info(json.dumps(metadata), [METADATA_KEY])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".staging-") as staging:
+        staged = Path(staging) / path.name
+        ov.save_model(model, str(staged), compress_to_fp16=half)
+        os.replace(staged.with_suffix(".bin"), path.with_suffix(".bin"))
+        os.replace(staged, path)
+
+
+def artifact_files(path: Path) -> list[Path]:
+    """The graph (.xml) and its weights (.bin)."""
+    return [path, path.with_suffix(".bin")]
+
+
+def count_ops(path: Path) -> dict[str, int]:
+    """Operation types in the IR (FakeQuantize and int8 constants prove an int8 model)."""
+    import openvino as ov
+
+    counts: dict[str, int] = {}
+    for op in ov.Core().read_model(str(path)).get_ops():
+        counts[op.get_type_name()] = counts.get(op.get_type_name(), 0) + 1
+    return counts
+
+
+def read_metadata(model: Any) -> dict[str, Any]:
+    if not model.has_rt_info([METADATA_KEY]):
+        return {}
+    return json.loads(model.get_rt_info([METADATA_KEY]).astype(str))
