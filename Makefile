@@ -12,7 +12,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet "$(TORCH)" -e ".[dev,onnx,openvino]"
+	$(BIN)/python -m pip install --quiet "$(TORCH)" -e ".[dev,all]"
 	touch $@
 
 # The main job on the built-in digits, offline: the zoo, MobileNetV2 trained at 32x32, then its

@@ -220,7 +220,9 @@ def export_command(
         str | None, typer.Option(help="Calibration images: 'digits' or a folder; a checkpoint uses its own data.")
     ] = None,
     calib_size: Annotated[int, typer.Option(min=1, help="Calibration images, class-balanced.")] = 128,
-    calib_method: Annotated[str, typer.Option(help="minmax, entropy or percentile.")] = "minmax",
+    calib_method: Annotated[
+        str, typer.Option(help="minmax, entropy or percentile (onnxruntime; NNCF and PT2E choose their own ranges).")
+    ] = "minmax",
     weights: Annotated[
         str | None, typer.Option(help="For a model name: 'imagenet', a state-dict PATH, or 'none' (random).")
     ] = None,

@@ -1,5 +1,5 @@
-"""Export to ONNX and OpenVINO: fp32 equals PyTorch, int8 holds int8 kernels, metadata travels inside,
-errors are clear."""
+"""Export to ONNX, OpenVINO and TFLite: fp32 equals PyTorch, int8 holds int8 kernels, metadata travels
+inside, errors are clear."""
 
 import json
 import subprocess
@@ -36,12 +36,12 @@ def test_fp32_artifacts_equal_pytorch(name, tmp_path):
     path = tmp_path / f"{name}.pt"
     save_checkpoint(path, model)
     report = export(ExportConfig(str(path), output=tmp_path / "out"))
-    assert [a.format for a in report.artifacts] == ["onnx", "openvino"]
+    assert [a.format for a in report.artifacts] == ["onnx", "openvino", "tflite"]
     assert report.verification_inputs == "random"
     for artifact in report.artifacts:
         assert artifact.verification["max_abs_diff_over_range"] <= 1e-4, artifact.format
         assert artifact.verification["top1_agreement"] == 100.0
-        assert "BatchNormalization" not in artifact.ops and "BatchNormInference" not in artifact.ops
+        assert not any("batchnorm" in op.lower() for op in artifact.ops)
 
 
 def test_int8_onnx_holds_int8_kernels_and_tracks_fp32(trained_lenet, tmp_path):
@@ -70,23 +70,35 @@ def test_int8_openvino_holds_fake_quantize_and_int8_weights(trained_lenet, tmp_p
     assert int8.verification["top1_agreement"] >= 90
 
 
+def test_int8_tflite_is_full_integer_without_layout_transposes(trained_lenet, tmp_path):
+    report = export(ExportConfig(str(trained_lenet), formats="tflite", int8=True, calib_size=64, output=tmp_path))
+    fp32, int8 = report.artifacts
+    runner = open_runner(int8.path)
+    assert runner.input["dtype"] == np.int8 and runner.output["dtype"] == np.int8
+    assert int8.ops.get("TRANSPOSE", 0) <= 1  # at most the one NCHW→NHWC at the input
+    assert "QUANTIZE" not in fp32.ops and int8.ops["CONV_2D"] >= 2
+    assert int8.size_bytes < 0.5 * fp32.size_bytes
+    assert int8.verification["top1_agreement"] >= 90
+
+
 def test_openvino_fp16_stores_half_weights(tmp_path):
     path = tmp_path / "m.pt"
     save_checkpoint(path, create_model("resnet18", num_classes=10, input_size=32))
-    report = export(ExportConfig(str(path), fp16=True, output=tmp_path / "out"))
+    report = export(ExportConfig(str(path), formats="all", fp16=True, output=tmp_path / "out"))
     assert [(a.format, a.precision) for a in report.artifacts] == [
         ("onnx", "fp32"),
         ("openvino", "fp32"),
         ("openvino", "fp16"),
+        ("tflite", "fp32"),
     ]
-    fp32, fp16 = report.artifacts[1:]
+    fp32, fp16 = report.artifacts[1:3]
     assert fp16.size_bytes < 0.6 * fp32.size_bytes
     assert fp16.verification["cosine"] > 0.999
 
 
-@pytest.mark.parametrize("suffix", ["onnx", "xml"])
+@pytest.mark.parametrize("suffix", ["onnx", "xml", "tflite"])
 def test_metadata_travels_inside_and_beside_the_artifact(trained_lenet, tmp_path, suffix):
-    formats = {"onnx": "onnx", "xml": "openvino"}[suffix]
+    formats = {"onnx": "onnx", "xml": "openvino", "tflite": "tflite"}[suffix]
     export(ExportConfig(str(trained_lenet), formats=formats, int8=True, calib_size=32, output=tmp_path))
     metadata = open_runner(tmp_path / f"lenet5_int8.{suffix}").metadata
     assert metadata["model"] == "lenet5" and metadata["precision"] == "int8"
@@ -100,10 +112,19 @@ def test_metadata_travels_inside_and_beside_the_artifact(trained_lenet, tmp_path
     assert summary["schema_version"] == 1 and len(summary["artifacts"]) == 2
 
 
+def test_calibrating_on_the_training_data_keeps_its_held_out_split(tmp_path):
+    train(TrainConfig("lenet5", epochs=1, seed=5, output=tmp_path / "run"), progress=False)
+    checkpoint = tmp_path / "run" / "best.pt"
+    own = export(ExportConfig(str(checkpoint), formats="onnx", output=tmp_path / "a"))
+    explicit = export(ExportConfig(str(checkpoint), formats="onnx", calib="digits", output=tmp_path / "b"))
+    assert own.artifacts[0].verification == explicit.artifacts[0].verification
+    assert own.reference_accuracy == explicit.reference_accuracy
+
+
 def test_dynamic_batch(tmp_path):
     path = tmp_path / "m.pt"
     save_checkpoint(path, create_model("mobilenet_v3_small", num_classes=4, input_size=32))
-    report = export(ExportConfig(str(path), batch="dynamic", output=tmp_path / "out"))
+    report = export(ExportConfig(str(path), formats="onnx,openvino", batch="dynamic", output=tmp_path / "out"))
     for artifact in report.artifacts:
         runner = open_runner(artifact.path)
         assert runner.run(np.zeros((5, 3, 32, 32), np.float32)).shape == (5, 4)
@@ -143,7 +164,8 @@ def test_failed_openvino_save_leaves_no_artifact(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"formats": "coreml"}, "unknown format 'coreml'; valid: onnx, openvino"),
+        ({"formats": "coreml"}, "unknown format 'coreml'; valid: onnx, openvino, tflite"),
+        ({"batch": "dynamic"}, r"tflite artifacts have a fixed batch; pass --batch N"),
         ({"formats": "onnx", "fp16": True}, "onnx cannot be exported as fp16; formats with fp16: openvino"),
         ({"int8": True}, "int8 needs calibration images"),
         ({"batch": "0"}, "batch must be a positive number or 'dynamic'"),
@@ -162,7 +184,7 @@ def test_missing_extra_names_the_install_line(monkeypatch):
         resolve_formats("onnx", int8=False, fp16=False)
 
 
-@pytest.mark.parametrize(("suffix", "runtime"), [(".onnx", "onnxruntime"), (".xml", "openvino")])
+@pytest.mark.parametrize(("suffix", "runtime"), [(".onnx", "onnxruntime"), (".xml", "openvino"), (".tflite", "litert")])
 def test_corrupt_artifact_is_a_clear_error(tmp_path, suffix, runtime):
     path = tmp_path / f"broken{suffix}"
     path.write_bytes(b"\x08\x01garbage")
@@ -171,9 +193,9 @@ def test_corrupt_artifact_is_a_clear_error(tmp_path, suffix, runtime):
 
 
 def test_unknown_artifact_type(tmp_path):
-    (tmp_path / "model.tflite").write_bytes(b"x")
-    with pytest.raises(EdgeCNNError, match=r"no runner for \.tflite artifacts"):
-        open_runner(tmp_path / "model.tflite")
+    (tmp_path / "model.pb").write_bytes(b"x")
+    with pytest.raises(EdgeCNNError, match=r"no runner for \.pb artifacts"):
+        open_runner(tmp_path / "model.pb")
 
 
 def test_cli_export_prints_the_verification_table(trained_lenet, tmp_path):
@@ -186,7 +208,7 @@ def test_cli_export_prints_the_verification_table(trained_lenet, tmp_path):
         env={"COLUMNS": "120", "PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 0, result.stderr
-    assert "lenet5_int8.onnx" in result.stdout and "lenet5_int8.xml" in result.stdout
+    assert all(f"lenet5_int8.{suffix}" in result.stdout for suffix in ("onnx", "xml", "tflite"))
     assert "top-1 agree" in result.stdout
     assert "Warning" not in result.stderr and "warning" not in result.stderr.lower()
     bad = subprocess.run(

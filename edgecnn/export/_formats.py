@@ -20,10 +20,11 @@ class Format:
     suffix: str
     fp16: bool
     int8: bool
+    dynamic_batch: bool
     runtime: str
     extra: str
     modules: tuple[str, ...]
-    exporter: str  # module with export_float, quantize_int8, artifact_files and count_ops
+    exporter: str  # module with export_float, quantize_int8, int8_scheme, artifact_files and count_ops
 
     def load_exporter(self) -> ModuleType:
         return importlib.import_module(self.exporter)
@@ -38,6 +39,7 @@ FORMATS: dict[str, Format] = {
         ".onnx",
         fp16=False,
         int8=True,
+        dynamic_batch=True,
         runtime="onnxruntime",
         extra="onnx",
         modules=("onnx", "onnxruntime", "onnxscript"),
@@ -48,15 +50,27 @@ FORMATS: dict[str, Format] = {
         ".xml",
         fp16=True,
         int8=True,
+        dynamic_batch=True,
         runtime="openvino",
         extra="openvino",
         modules=("openvino", "nncf"),
         exporter="edgecnn.export.openvino",
     ),
+    "tflite": Format(
+        "tflite",
+        ".tflite",
+        fp16=False,
+        int8=True,
+        dynamic_batch=False,
+        runtime="litert",
+        extra="tflite",
+        modules=("litert_torch", "ai_edge_litert"),
+        exporter="edgecnn.export.tflite",
+    ),
 }
 
 
-def resolve_formats(names: str, int8: bool, fp16: bool) -> list[Format]:
+def resolve_formats(names: str, int8: bool, fp16: bool, dynamic_batch: bool = False) -> list[Format]:
     """Formats from a comma-separated list (or ``all``), checked against the options and the install.
 
     With ``all``, ``fp16`` applies to the formats that have it; a format named explicitly must
@@ -76,6 +90,8 @@ def resolve_formats(names: str, int8: bool, fp16: bool) -> list[Format]:
         if fp16 and explicit and not fmt.fp16:
             with_fp16 = ", ".join(f.name for f in FORMATS.values() if f.fp16)
             raise EdgeCNNError(f"{name} cannot be exported as fp16; formats with fp16: {with_fp16}")
+        if dynamic_batch and not fmt.dynamic_batch:
+            raise EdgeCNNError(f"{name} artifacts have a fixed batch; pass --batch N (or leave {name} out)")
         missing = fmt.missing_modules()
         if missing:
             raise EdgeCNNError(f"{name} export needs {', '.join(missing)}: pip install 'edgecnn[{fmt.extra}]'")

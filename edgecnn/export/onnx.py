@@ -52,7 +52,13 @@ def export_float(
 
 
 def quantize_int8(
-    fp32_path: Path, path: Path, calibration: list[np.ndarray], method: str, metadata: dict[str, Any]
+    model: nn.Module,
+    example: torch.Tensor,
+    fp32_path: Path,
+    path: Path,
+    calibration: list[np.ndarray],
+    method: str,
+    metadata: dict[str, Any],
 ) -> Path:
     """Static int8 quantization in QDQ form, calibrated on ``calibration`` batches."""
     import onnx
@@ -98,6 +104,10 @@ def _set_metadata(proto: Any, metadata: dict[str, Any]) -> None:
     del proto.metadata_props[:]
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(metadata)
+
+
+def int8_scheme(method: str) -> dict[str, str]:
+    return {"scheme": "onnxruntime quantize_static, QDQ: per-channel int8 weights, uint8 activations", "method": method}
 
 
 def artifact_files(path: Path) -> list[Path]:

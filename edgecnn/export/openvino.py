@@ -35,7 +35,13 @@ def export_float(
 
 
 def quantize_int8(
-    fp32_path: Path, path: Path, calibration: list[np.ndarray], method: str, metadata: dict[str, Any]
+    model: nn.Module,
+    example: torch.Tensor,
+    fp32_path: Path,
+    path: Path,
+    calibration: list[np.ndarray],
+    method: str,
+    metadata: dict[str, Any],
 ) -> Path:
     """NNCF post-training quantization of the fp32 IR, calibrated on ``calibration`` batches.
 
@@ -62,6 +68,13 @@ def _save(model: Any, path: Path, metadata: dict[str, Any], half: bool) -> None:
         ov.save_model(model, str(staged), compress_to_fp16=half)
         os.replace(staged.with_suffix(".bin"), path.with_suffix(".bin"))
         os.replace(staged, path)
+
+
+def int8_scheme(method: str) -> dict[str, str]:
+    return {
+        "scheme": "NNCF post-training: FakeQuantize, int8 weights and activations",
+        "method": "nncf default (min/max, fast bias correction)",
+    }
 
 
 def artifact_files(path: Path) -> list[Path]:

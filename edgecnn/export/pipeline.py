@@ -116,15 +116,20 @@ def _gather_data(
     config: ExportConfig, meta: ModelMeta, checkpoint: dict[str, Any] | None, warnings: list[str]
 ) -> _Data:
     """Calibration from the training split, verification from the held-out split (checkpoint's own data)."""
+    trained_on = checkpoint.get("data") if checkpoint else None
     if config.calib is not None:
         source = open_source(config.calib)
-        split = stratified_split(source.labels, seed=0)
-    elif checkpoint is not None and "data" in checkpoint:
-        data = checkpoint["data"]
-        source = open_source(data["source"])
-        if source.fingerprint() != data["fingerprint"]:
-            raise EdgeCNNError(f"the data at {data['source']} changed since training; pass --calib to choose images")
-        split = Split.from_dict(data["split"])
+        if trained_on and trained_on["fingerprint"] == source.fingerprint():
+            split = Split.from_dict(trained_on["split"])  # the training data: keep its held-out images held out
+        else:
+            split = stratified_split(source.labels, seed=0)
+    elif trained_on:
+        source = open_source(trained_on["source"])
+        if source.fingerprint() != trained_on["fingerprint"]:
+            raise EdgeCNNError(
+                f"the data at {trained_on['source']} changed since training; pass --calib to choose images"
+            )
+        split = Split.from_dict(trained_on["split"])
     else:
         if config.int8:
             raise EdgeCNNError("int8 needs calibration images: pass --calib digits|DIR (never random data)")
@@ -146,7 +151,7 @@ def _gather_data(
 
 
 def _artifact_metadata(
-    meta: ModelMeta, precision: str, data: _Data, config: ExportConfig, weights_hash: str
+    meta: ModelMeta, precision: str, data: _Data, config: ExportConfig, weights_hash: str, int8_scheme: dict[str, str]
 ) -> dict[str, Any]:
     preprocessing = meta.preprocessing
     return {
@@ -165,9 +170,12 @@ def _artifact_metadata(
         "precision": precision,
         "quantization": (
             {
-                "scheme": "static, QDQ, per-channel int8 weights, uint8 activations",
-                "method": config.calib_method,
-                "calibration": {"source": data.source, "size": config.calib_size, "sha256": data.calibration_hash},
+                **int8_scheme,
+                "calibration": {
+                    "source": data.source,
+                    "size": 0 if data.calibration is None else len(data.calibration),
+                    "sha256": data.calibration_hash,
+                },
             }
             if precision == "int8"
             else None
@@ -218,7 +226,7 @@ def _run(runner: Any, images: np.ndarray, batch: str) -> np.ndarray:
 def export(config: ExportConfig) -> ExportReport:
     """Run the whole export for ``config``; writes the artifacts, their sidecars and export.json."""
     started = time.perf_counter()
-    formats = resolve_formats(config.formats, config.int8, config.fp16)
+    formats = resolve_formats(config.formats, config.int8, config.fp16, config.batch == "dynamic")
     warnings: list[str] = []
     model, checkpoint = _load_model(config, warnings)
     model.eval()
@@ -272,7 +280,9 @@ def _export_one(
 ) -> ArtifactReport:
     exporter = fmt.load_exporter()
     started = time.perf_counter()
-    metadata = _artifact_metadata(meta, precision, data, config, weights_hash)
+    metadata = _artifact_metadata(
+        meta, precision, data, config, weights_hash, exporter.int8_scheme(config.calib_method)
+    )
     stem = config.output / f"{meta.name}_{precision}"
     fp32_path = stem.with_name(f"{meta.name}_fp32{fmt.suffix}")
     path = stem.with_suffix(fmt.suffix)
@@ -283,7 +293,7 @@ def _export_one(
         assert data.calibration is not None
         size = 16 if dynamic else int(config.batch)
         batches = [data.calibration[i : i + size] for i in range(0, len(data.calibration) - size + 1, size)]
-        exporter.quantize_int8(fp32_path, path, batches, config.calib_method, metadata)
+        exporter.quantize_int8(model, example, fp32_path, path, batches, config.calib_method, metadata)
     seconds = time.perf_counter() - started
     size = sum(file.stat().st_size for file in exporter.artifact_files(path))
     return ArtifactReport(fmt.name, precision, str(path), size, seconds, {}, exporter.count_ops(path))

@@ -31,4 +31,10 @@ def open_runner(path: str | Path, threads: int | None = None) -> Runner:
         from edgecnn.runtime.openvino import OpenVinoRunner
 
         return OpenVinoRunner(path, threads)
-    raise EdgeCNNError(f"no runner for {path.suffix or 'files without a suffix'} artifacts; supported: .onnx, .xml")
+    if path.suffix == ".tflite":
+        from edgecnn.runtime.litert import LiteRtRunner
+
+        return LiteRtRunner(path, threads)
+    raise EdgeCNNError(
+        f"no runner for {path.suffix or 'files without a suffix'} artifacts; supported: .onnx, .xml, .tflite"
+    )

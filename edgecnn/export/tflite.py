@@ -1,0 +1,124 @@
+"""TFLite (LiteRT): ``litert-torch`` from the PyTorch model; int8 as full-integer PT2E quantization
+(per-channel symmetric weights, int8 activations, int8 input and output), NCHW input kept as is."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgecnn._io import atomic_path
+from edgecnn.export._quiet import quiet
+
+METADATA_KEY = "edgecnn"
+# The converter's C++ side logs through TensorFlow's and glog's channels, read once at import.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("GLOG_minloglevel", "2")
+_LOGGERS = ("litert_torch", "absl", "torchao", "jax")
+
+
+def export_float(
+    model: nn.Module, example: torch.Tensor, path: Path, metadata: dict[str, Any], dynamic_batch: bool, half: bool
+) -> Path:
+    if half or dynamic_batch:
+        raise ValueError("the TFLite exporter writes fixed-batch fp32 only, as the formats table says")
+    with atomic_path(path) as temporary, quiet(*_LOGGERS):
+        import litert_torch
+
+        litert_torch.convert(model.eval(), (example,)).export(str(temporary))
+        _embed(temporary, metadata)
+    return path
+
+
+def quantize_int8(
+    model: nn.Module,
+    example: torch.Tensor,
+    fp32_path: Path,
+    path: Path,
+    calibration: list[np.ndarray],
+    method: str,
+    metadata: dict[str, Any],
+) -> Path:
+    """PT2E post-training quantization in PyTorch, then conversion (litert-torch quantizes before it
+    converts, so it starts from ``model``, not from the fp32 artifact). ``method`` is recorded, not
+    applied: the quantizer's min/max observers decide the ranges."""
+    with atomic_path(path) as temporary, quiet(*_LOGGERS), torch.no_grad():
+        import litert_torch
+        from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+        from litert_torch.quantize.quant_config import QuantConfig
+        from torchao.quantization.pt2e import move_exported_model_to_eval
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+        quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
+        prepared = prepare_pt2e(torch.export.export(model.eval(), (example,)).module(), quantizer)
+        for batch in calibration:
+            prepared(torch.from_numpy(batch))
+        quantized = move_exported_model_to_eval(convert_pt2e(prepared, fold_quantize=False))
+        quantized.training = False  # the graph is in eval form now; the flag is what litert-torch reads
+        converted = litert_torch.convert(quantized, (example,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
+        converted.export(str(temporary))
+        _embed(temporary, metadata)
+    return path
+
+
+def _embed(path: Path, metadata: dict[str, Any]) -> None:
+    """Add ``metadata`` as a named metadata buffer of the flatbuffer (TFLite's own metadata table)."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(path.read_bytes(), 0))
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(json.dumps(metadata).encode(), dtype=np.uint8)
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name, entry.buffer = METADATA_KEY, len(model.buffers) - 1
+    model.metadata = [m for m in (model.metadata or []) if m.name != METADATA_KEY.encode()] + [entry]
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    path.write_bytes(builder.Output())
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAsModel(path.read_bytes(), 0)
+    for index in range(model.MetadataLength()):
+        entry = model.Metadata(index)
+        if entry.Name() == METADATA_KEY.encode():
+            return json.loads(model.Buffers(entry.Buffer()).DataAsNumpy().tobytes())
+    return {}
+
+
+def int8_scheme(method: str) -> dict[str, str]:
+    return {
+        "scheme": "PT2E full integer: per-channel symmetric int8 weights, int8 activations, int8 input/output",
+        "method": "min/max observers",
+        "input_output": "int8, with the tensors' own scale and zero point (float images are quantized on input)",
+    }
+
+
+def artifact_files(path: Path) -> list[Path]:
+    return [path]
+
+
+def count_ops(path: Path) -> dict[str, int]:
+    """Builtin operator types, one count per use (QUANTIZE and int8 convolutions prove an int8 model)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAsModel(path.read_bytes(), 0)
+    names = {value: name for name, value in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
+    codes = []
+    for index in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(index)
+        codes.append(names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "CUSTOM"))
+    counts: dict[str, int] = {}
+    graph = model.Subgraphs(0)
+    for index in range(graph.OperatorsLength()):
+        name = codes[graph.Operators(index).OpcodeIndex()]
+        counts[name] = counts.get(name, 0) + 1
+    return counts
