@@ -13,7 +13,7 @@ import torch
 from edgecnn.errors import EdgeCNNError
 from edgecnn.export import ExportConfig, export, resolve_formats
 from edgecnn.export import _formats as formats_module
-from edgecnn.models import create_model
+from edgecnn.models import create_model, get_model_meta
 from edgecnn.models.checkpoint import save_checkpoint
 from edgecnn.runtime import open_runner
 from edgecnn.train import TrainConfig, train
@@ -139,7 +139,7 @@ def test_failed_export_leaves_no_artifact(tmp_path, monkeypatch):
         raise onnx.checker.ValidationError("injected failure")
 
     monkeypatch.setattr(onnx.checker, "check_model", refuse)
-    with pytest.raises(onnx.checker.ValidationError):
+    with pytest.raises(EdgeCNNError, match=r"onnx fp32 export failed \(ValidationError\): injected failure"):
         export(ExportConfig(str(path), formats="onnx", output=tmp_path / "out"))
     assert list((tmp_path / "out").iterdir()) == []
 
@@ -156,7 +156,7 @@ def test_failed_openvino_save_leaves_no_artifact(tmp_path, monkeypatch):
         raise OSError("disk full (injected)")
 
     monkeypatch.setattr(ov, "save_model", half_write)
-    with pytest.raises(OSError, match="injected"):
+    with pytest.raises(EdgeCNNError, match=r"openvino fp32 export failed \(OSError\): disk full \(injected\)"):
         export(ExportConfig(str(path), formats="openvino", output=tmp_path / "out"))
     assert list((tmp_path / "out").iterdir()) == []
 
@@ -190,6 +190,26 @@ def test_corrupt_artifact_is_a_clear_error(tmp_path, suffix, runtime):
     path.write_bytes(b"\x08\x01garbage")
     with pytest.raises(EdgeCNNError, match=f"{runtime} cannot load"):
         open_runner(path)
+
+
+def test_a_model_a_converter_cannot_take_is_a_one_line_error(tmp_path):
+    path = tmp_path / "m.pt"
+    model = create_model("alexnet", num_classes=3, input_size=64)
+    get_model_meta(model).preprocessing = get_model_meta(model).preprocessing.with_input_size(32)  # pools below 1×1
+    save_checkpoint(path, model)
+    result = subprocess.run(
+        [sys.executable, "-m", "edgecnn.cli", "export", str(path), "--format", "onnx"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "error: AlexNet cannot take 3×32×32 inputs (Given input size: (256x1x1). Calculated output size: "
+        "(256x0x0). Output size is too small); use a larger input size"
+    ]
 
 
 def test_unknown_artifact_type(tmp_path):

@@ -88,6 +88,11 @@ def test_input_size_and_in_chans_change_the_preprocessing():
     assert len(meta.preprocessing.mean) == 1
 
 
+def test_an_input_size_the_model_cannot_take_is_refused():
+    with pytest.raises(EdgeCNNError, match=r"AlexNet cannot take 3×32×32 inputs \(.*\); use a larger input size"):
+        create_model("alexnet", input_size=32)
+
+
 def test_models_without_metadata_are_refused():
     with pytest.raises(EdgeCNNError, match="carries no metadata"):
         get_model_meta(torch.nn.Linear(2, 2))

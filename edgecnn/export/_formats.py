@@ -9,9 +9,16 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from edgecnn.errors import EdgeCNNError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -31,6 +38,19 @@ class Format:
 
     def missing_modules(self) -> list[str]:
         return [m for m in self.modules if importlib.util.find_spec(m) is None]
+
+
+@dataclass(frozen=True)
+class Int8Job:
+    """One int8 conversion; each quantizer starts from what its toolchain takes."""
+
+    model: nn.Module  # BN-folded PyTorch model: litert-torch quantizes before it converts
+    example: torch.Tensor
+    fp32_path: Path  # the fp32 artifact: onnxruntime and NNCF quantize it
+    path: Path
+    calibration: list[np.ndarray]
+    method: str
+    metadata: dict[str, Any]
 
 
 FORMATS: dict[str, Format] = {

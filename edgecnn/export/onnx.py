@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from edgecnn._io import atomic_path
+from edgecnn.export._formats import Int8Job
 from edgecnn.export._quiet import quiet
 
 OPSET = 18
@@ -51,15 +52,7 @@ def export_float(
     return path
 
 
-def quantize_int8(
-    model: nn.Module,
-    example: torch.Tensor,
-    fp32_path: Path,
-    path: Path,
-    calibration: list[np.ndarray],
-    method: str,
-    metadata: dict[str, Any],
-) -> Path:
+def quantize_int8(job: Int8Job) -> Path:
     """Static int8 quantization in QDQ form, calibrated on ``calibration`` batches."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -70,23 +63,23 @@ def quantize_int8(
         "entropy": CalibrationMethod.Entropy,
         "percentile": CalibrationMethod.Percentile,
     }
-    with tempfile.TemporaryDirectory() as scratch, atomic_path(path) as temporary, quiet("onnxruntime"):
+    with tempfile.TemporaryDirectory() as scratch, atomic_path(job.path) as temporary, quiet("onnxruntime"):
         prepared = Path(scratch) / "prepared.onnx"
-        quant_pre_process(str(fp32_path), str(prepared))
+        quant_pre_process(str(job.fp32_path), str(prepared))
         quantize_static(
             str(prepared),
             str(temporary),
-            _Reader(calibration),
+            _Reader(job.calibration),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
-            calibrate_method=methods[method],
+            calibrate_method=methods[job.method],
         )
         proto = onnx.load(str(temporary))
-        _set_metadata(proto, metadata)
+        _set_metadata(proto, job.metadata)
         onnx.save(proto, str(temporary))
-    return path
+    return job.path
 
 
 class _Reader:

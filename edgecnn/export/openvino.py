@@ -9,10 +9,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
+from edgecnn.export._formats import Int8Job
 from edgecnn.export._quiet import quiet
 
 METADATA_KEY = "edgecnn"
@@ -34,27 +34,21 @@ def export_float(
     return path
 
 
-def quantize_int8(
-    model: nn.Module,
-    example: torch.Tensor,
-    fp32_path: Path,
-    path: Path,
-    calibration: list[np.ndarray],
-    method: str,
-    metadata: dict[str, Any],
-) -> Path:
+def quantize_int8(job: Int8Job) -> Path:
     """NNCF post-training quantization of the fp32 IR, calibrated on ``calibration`` batches.
 
-    NNCF chooses its own range estimators; ``method`` is recorded, not applied.
+    NNCF chooses its own range estimators; ``job.method`` is recorded, not applied.
     """
     import nncf
     import openvino as ov
 
-    model = ov.Core().read_model(str(fp32_path))
+    model = ov.Core().read_model(str(job.fp32_path))
     with quiet("nncf"):
-        quantized = nncf.quantize(model, nncf.Dataset(calibration), subset_size=sum(len(b) for b in calibration))
-    _save(quantized, path, metadata, half=False)
-    return path
+        quantized = nncf.quantize(
+            model, nncf.Dataset(job.calibration), subset_size=sum(len(b) for b in job.calibration)
+        )
+    _save(quantized, job.path, job.metadata, half=False)
+    return job.path
 
 
 def _save(model: Any, path: Path, metadata: dict[str, Any], half: bool) -> None:

@@ -22,9 +22,10 @@ from edgecnn import __version__
 from edgecnn._io import write_json
 from edgecnn.data.datasets import ImageSource, Split, calibration_indices, open_source, stratified_split
 from edgecnn.errors import EdgeCNNError
-from edgecnn.export._formats import Format, resolve_formats
+from edgecnn.export._formats import Format, Int8Job, resolve_formats
 from edgecnn.models._registry import ModelMeta, create_model, get_model_meta
 from edgecnn.models.checkpoint import is_checkpoint_path, load_checkpoint
+from edgecnn.models.complexity import check_input_size
 from edgecnn.optimize import fold_batchnorm
 from edgecnn.runtime import open_runner
 
@@ -231,6 +232,7 @@ def export(config: ExportConfig) -> ExportReport:
     model, checkpoint = _load_model(config, warnings)
     model.eval()
     meta = get_model_meta(model)
+    check_input_size(model, meta.preprocessing.input_shape)
     data = _gather_data(config, meta, checkpoint, warnings)
     with torch.no_grad():
         reference = model(torch.from_numpy(data.verification)).numpy()
@@ -287,13 +289,17 @@ def _export_one(
     fp32_path = stem.with_name(f"{meta.name}_fp32{fmt.suffix}")
     path = stem.with_suffix(fmt.suffix)
     dynamic = config.batch == "dynamic"
-    if precision in ("fp32", "fp16"):
-        exporter.export_float(model, example, path, metadata, dynamic, half=precision == "fp16")
-    else:
-        assert data.calibration is not None
-        size = 16 if dynamic else int(config.batch)
-        batches = [data.calibration[i : i + size] for i in range(0, len(data.calibration) - size + 1, size)]
-        exporter.quantize_int8(model, example, fp32_path, path, batches, config.calib_method, metadata)
+    try:
+        if precision in ("fp32", "fp16"):
+            exporter.export_float(model, example, path, metadata, dynamic, half=precision == "fp16")
+        else:
+            assert data.calibration is not None
+            size = 16 if dynamic else int(config.batch)
+            batches = [data.calibration[i : i + size] for i in range(0, len(data.calibration) - size + 1, size)]
+            exporter.quantize_int8(Int8Job(model, example, fp32_path, path, batches, config.calib_method, metadata))
+    except Exception as exc:  # each converter raises its own types; the user needs which step failed and why
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EdgeCNNError(f"{fmt.name} {precision} export failed ({type(exc).__name__}): {reason}") from exc
     seconds = time.perf_counter() - started
     size = sum(file.stat().st_size for file in exporter.artifact_files(path))
     return ArtifactReport(fmt.name, precision, str(path), size, seconds, {}, exporter.count_ops(path))

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from edgecnn._io import atomic_path
+from edgecnn.export._formats import Int8Job
 from edgecnn.export._quiet import quiet
 
 METADATA_KEY = "edgecnn"
@@ -35,19 +36,11 @@ def export_float(
     return path
 
 
-def quantize_int8(
-    model: nn.Module,
-    example: torch.Tensor,
-    fp32_path: Path,
-    path: Path,
-    calibration: list[np.ndarray],
-    method: str,
-    metadata: dict[str, Any],
-) -> Path:
+def quantize_int8(job: Int8Job) -> Path:
     """PT2E post-training quantization in PyTorch, then conversion (litert-torch quantizes before it
-    converts, so it starts from ``model``, not from the fp32 artifact). ``method`` is recorded, not
+    converts, so it starts from ``job.model``, not from the fp32 artifact). ``job.method`` is recorded, not
     applied: the quantizer's min/max observers decide the ranges."""
-    with atomic_path(path) as temporary, quiet(*_LOGGERS), torch.no_grad():
+    with atomic_path(job.path) as temporary, quiet(*_LOGGERS), torch.no_grad():
         import litert_torch
         from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
         from litert_torch.quantize.quant_config import QuantConfig
@@ -55,15 +48,15 @@ def quantize_int8(
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
         quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
-        prepared = prepare_pt2e(torch.export.export(model.eval(), (example,)).module(), quantizer)
-        for batch in calibration:
+        prepared = prepare_pt2e(torch.export.export(job.model.eval(), (job.example,)).module(), quantizer)
+        for batch in job.calibration:
             prepared(torch.from_numpy(batch))
         quantized = move_exported_model_to_eval(convert_pt2e(prepared, fold_quantize=False))
         quantized.training = False  # the graph is in eval form now; the flag is what litert-torch reads
-        converted = litert_torch.convert(quantized, (example,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
+        converted = litert_torch.convert(quantized, (job.example,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
         converted.export(str(temporary))
-        _embed(temporary, metadata)
-    return path
+        _embed(temporary, job.metadata)
+    return job.path
 
 
 def _embed(path: Path, metadata: dict[str, Any]) -> None:

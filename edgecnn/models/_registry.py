@@ -21,6 +21,7 @@ from torch import nn
 from edgecnn.data.preprocessing import Preprocessing
 from edgecnn.errors import EdgeCNNError, UnknownModelError
 from edgecnn.models._weights import PretrainedWeights, fetch_weights, load_into, read_state_dict
+from edgecnn.models.complexity import check_input_size
 
 Builder = TypeVar("Builder", bound=Callable[..., nn.Module])
 Resolution = int | Callable[[Mapping[str, Any]], int]
@@ -164,6 +165,7 @@ def create_model(
         if input_size < 1:
             raise EdgeCNNError(f"input size must be positive, got {input_size}")
         preprocessing = preprocessing.with_input_size(input_size)
+        check_input_size(model, preprocessing.input_shape)
     num_classes = kwargs.get("num_classes", spec.parameters()["num_classes"].default)
     meta = ModelMeta(name, kwargs, preprocessing, default_class_names(num_classes))
     if weights is not None:

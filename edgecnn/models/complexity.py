@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from edgecnn.errors import EdgeCNNError
+
 
 @dataclass(frozen=True)
 class LayerRow:
@@ -79,6 +81,18 @@ def _trace(model: nn.Module, input_size: int | tuple[int, ...]) -> list[tuple[st
         for handle in handles:
             handle.remove()
     return calls
+
+
+def check_input_size(model: nn.Module, input_shape: tuple[int, ...]) -> None:
+    """Fail with a clear error if ``model`` cannot run on inputs of ``input_shape`` (checked on meta)."""
+    try:
+        _trace(model, input_shape)
+    except RuntimeError as exc:
+        reason = str(exc).strip().splitlines()[0]
+        shape = "×".join(map(str, input_shape))
+        raise EdgeCNNError(
+            f"{type(model).__name__} cannot take {shape} inputs ({reason}); use a larger input size"
+        ) from exc
 
 
 def count_macs(model: nn.Module, input_size: int | tuple[int, ...]) -> int:

@@ -26,6 +26,7 @@ from edgecnn.data.preprocessing import Preprocessing
 from edgecnn.errors import EdgeCNNError
 from edgecnn.models._registry import ModelSpec, create_model, get_model_meta, get_model_spec
 from edgecnn.models.checkpoint import is_checkpoint_path, load_checkpoint, save_checkpoint
+from edgecnn.models.complexity import check_input_size
 from edgecnn.train.config import EpochRecord, LossName, OptimizerName, SchedulerName, TrainConfig, TrainResult
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,7 @@ def build_model(config: TrainConfig, source: ImageSource) -> tuple[nn.Module, Mo
     meta.preprocessing = preprocessing
     meta.class_names = list(source.classes)
     source.check_min_size(preprocessing.crop)
+    check_input_size(model, preprocessing.input_shape)
     return model, get_model_spec(name)
 
 
