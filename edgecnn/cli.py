@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
@@ -256,19 +257,22 @@ def export_command(
         return
     for warning in report.warnings:
         err_console.print(f"[yellow]warning:[/yellow] {warning}")
-    reference = "" if report.reference_accuracy is None else f", PyTorch fp32 accuracy {report.reference_accuracy:.2f}%"
+    reference = "" if report.reference_accuracy is None else f", PyTorch fp32 {report.reference_accuracy:.2f}%"
+    images = f"{report.verification_images} {report.verification_inputs} images"
     table = Table(
-        title=f"{report.model}: verified on {report.verification_images} {report.verification_inputs} images{reference}"
+        title=f"{report.model}: verified on {images}{reference}",
+        caption="Δ/range: max |Δlogit| over the logits' range; agree: top-1 agreement with PyTorch fp32",
+        box=box.SIMPLE_HEAD,
     )
     table.add_column("artifact", no_wrap=True)
-    for column in ("size", "export", "max |Δ|/range", "cosine", "top-1 agree", "accuracy"):
-        table.add_column(column, justify="right")
+    for column in ("size", "time", "Δ/range", "cosine", "agree", "acc."):
+        table.add_column(column, justify="right", no_wrap=True)
     for artifact in report.artifacts:
         checks = artifact.verification
         accuracy = checks.get("accuracy")
         table.add_row(
             Path(artifact.path).name,
-            f"{artifact.size_bytes / 1e6:.2f} MB",
+            f"{artifact.size_bytes / 1e6:.2f}MB",
             f"{artifact.export_seconds:.1f} s",
             f"{checks['max_abs_diff_over_range']:.1e}",
             f"{checks['cosine']:.4f}",

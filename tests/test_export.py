@@ -229,7 +229,7 @@ def test_cli_export_prints_the_verification_table(trained_lenet, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert all(f"lenet5_int8.{suffix}" in result.stdout for suffix in ("onnx", "xml", "tflite"))
-    assert "top-1 agree" in result.stdout
+    assert "Δ/range" in result.stdout and "top-1 agreement" in result.stdout
     assert "Warning" not in result.stderr and "warning" not in result.stderr.lower()
     bad = subprocess.run(
         [sys.executable, "-m", "edgecnn.cli", "export", "lenet5", "--int8"],
