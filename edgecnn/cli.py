@@ -283,6 +283,121 @@ def export_command(
     console.print(f"{output / 'export.json'} ({report.seconds:.0f} s)")
 
 
+ArtifactsArgument = Annotated[
+    list[Path], typer.Argument(help="Artifacts (.onnx, .xml, .tflite) or edgecnn checkpoints (.pt, PyTorch eager).")
+]
+RuntimeOption = Annotated[
+    str, typer.Option(help="auto (from the file suffix), onnxruntime, openvino, litert or pytorch.")
+]
+DeviceOption = Annotated[str, typer.Option(help="cpu or gpu (CUDA/TensorRT, OpenVINO GPU, PyTorch CUDA).")]
+
+
+@app.command("bench")
+def bench_command(
+    artifacts: ArtifactsArgument,
+    runtime: RuntimeOption = "auto",
+    device: DeviceOption = "cpu",
+    threads: Annotated[int | None, typer.Option(min=1, help="Threads per runtime (default: its own).")] = None,
+    batch: Annotated[int, typer.Option(min=1, help="Images per call.")] = 1,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed calls per artifact first.")] = 10,
+    runs: Annotated[int | None, typer.Option(min=1, help="Timed calls per artifact (default 100).")] = None,
+    min_time: Annotated[
+        float | None, typer.Option(min=0.01, help="Instead of --runs: time the rounds for at least S seconds.")
+    ] = None,
+    mode: Annotated[str, typer.Option(help="latency, or throughput (adds parallel requests, one per core).")] = (
+        "latency"
+    ),
+    precision: Annotated[
+        str | None, typer.Option(help="Pin the compute precision: f32, bf16 or fp16 (OpenVINO, PyTorch).")
+    ] = None,
+    data: Annotated[str | None, typer.Option(help="Also measure accuracy on 'digits' or an image folder.")] = None,
+    remote: Annotated[
+        str | None, typer.Option(help="[USER@]HOST: run on a device over your OpenSSH client (keys, ~/.ssh/config).")
+    ] = None,
+    remote_python: Annotated[str, typer.Option(help="Python 3 on the device (with numpy and a runtime).")] = (
+        "python3"
+    ),
+    fleet: Annotated[
+        Path | None, typer.Option(help="A file of hosts, one '[user@]host [python]' per line, run in parallel.")
+    ] = None,
+    ssh_config: Annotated[Path | None, typer.Option(help="An ssh_config file to use instead of ~/.ssh/config.")] = None,
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds a remote benchmark may take.")] = 600,
+    report: Annotated[
+        Path | None, typer.Option(help="Folder for bench.json, bench.md, bench.csv and the plots.")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Latency, throughput, memory (and accuracy with --data) of each artifact in its own runtime.
+
+    Several artifacts are measured interleaved (A B C A B C …) and compared with the first.
+    """
+    from edgecnn.bench.benchmark import BenchConfig, bench
+    from edgecnn.bench.report import notes, tables, write_report
+
+    config = BenchConfig(
+        artifacts=artifacts,
+        runtime=runtime,
+        device=device,
+        threads=threads,
+        precision=precision,
+        batch=batch,
+        warmup=warmup,
+        runs=runs,
+        min_time=min_time,
+        mode=mode,
+        data=data,
+        remote=remote,
+        remote_python=remote_python,
+        fleet=fleet,
+        ssh_config=ssh_config,
+        timeout=timeout,
+    )
+    where = ", ".join(host.destination for host in config.hosts()) or "this machine"
+    with err_console.status(f"measuring {len(artifacts)} artifact(s) on {where}"):
+        result = bench(config)
+    written = write_report(result, report) if report else []
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        for table in tables(result):
+            console.print(table)
+        for line in notes(result):
+            console.print(f"[yellow]note:[/yellow] {line}", highlight=False)
+        for path in written:
+            console.print(str(path))
+    if any(host.error for host in result.hosts):
+        raise typer.Exit(1)
+
+
+@app.command("eval")
+def eval_command(
+    artifacts: ArtifactsArgument,
+    data: Annotated[str, typer.Option(help="'digits' or an image folder (class per subfolder).")],
+    runtime: RuntimeOption = "auto",
+    device: DeviceOption = "cpu",
+    as_json: JsonFlag = False,
+) -> None:
+    """Top-1 and top-5 accuracy of each artifact in its own runtime (held-out images of its training data)."""
+    from edgecnn.bench.benchmark import evaluate
+
+    with err_console.status(f"evaluating {len(artifacts)} artifact(s)"):
+        results = evaluate(artifacts, data, runtime, device)
+    if as_json:
+        print(json.dumps({"schema_version": SCHEMA_VERSION, "results": results}, indent=2))
+        return
+    described = sorted({result["data"] for result in results})
+    table = Table("artifact", "runtime", "top-1", "top-5", "images", box=box.SIMPLE_HEAD, caption="; ".join(described))
+    for result in results:
+        table.add_row(
+            Path(result["artifact"]).name,
+            result["runtime"],
+            f"{result['top1']:.2f}%",
+            f"{result['top5']:.2f}%",
+            str(result["images"]),
+        )
+    console.print(table)
+
+
 def _si(count: int) -> str:
     """A count with a unit a person reads at a glance: 416K, 301M, 1.81G."""
     for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):

@@ -1,22 +1,14 @@
 """The command line as a user runs it: a real subprocess, exit codes and output."""
 
 import json
-import os
 import subprocess
-import sys
 
 from edgecnn import __version__, count_params, list_models
-from tests.conftest import build_on_meta
+from tests.conftest import build_on_meta, run_cli
 
 
 def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "edgecnn.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "COLUMNS": "120", **(env or {})},
-    )
+    return run_cli(*args, columns=120, env=env)
 
 
 def test_version():

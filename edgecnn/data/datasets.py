@@ -218,6 +218,11 @@ def calibration_indices(labels: Sequence[int], pool: Sequence[int], count: int, 
     return chosen
 
 
+def preprocess_images(source: ImageSource, indices: Sequence[int], preprocessing: Preprocessing) -> np.ndarray:
+    """``indices`` of ``source`` as one float32 NCHW array, fed exactly as the model expects."""
+    return np.stack([preprocessing(source.image(i)).numpy() for i in indices]).astype(np.float32)
+
+
 class ImageDataset(torch.utils.data.Dataset):
     """``(image in [0, 1], label)`` pairs of a source's ``indices``, loaded with ``preprocessing``.
 

@@ -31,7 +31,7 @@ class Format:
     runtime: str
     extra: str
     modules: tuple[str, ...]
-    exporter: str  # module with export_float, quantize_int8, int8_scheme, artifact_files and count_ops
+    exporter: str  # module with export_float, quantize_int8, int8_scheme and count_ops
 
     def load_exporter(self) -> ModuleType:
         return importlib.import_module(self.exporter)

@@ -20,17 +20,25 @@ from torch import nn
 
 from edgecnn import __version__
 from edgecnn._io import write_json
-from edgecnn.data.datasets import ImageSource, Split, calibration_indices, open_source, stratified_split
+from edgecnn.data.datasets import (
+    Split,
+    calibration_indices,
+    open_source,
+    preprocess_images,
+    stratified_split,
+)
 from edgecnn.errors import EdgeCNNError
 from edgecnn.export._formats import Format, Int8Job, resolve_formats
 from edgecnn.models._registry import ModelMeta, create_model, get_model_meta
-from edgecnn.models.checkpoint import is_checkpoint_path, load_checkpoint
+from edgecnn.models.checkpoint import held_out_images, is_checkpoint_path, load_checkpoint
 from edgecnn.models.complexity import check_input_size
 from edgecnn.optimize import fold_batchnorm
 from edgecnn.runtime import open_runner
+from edgecnn.runtime.base import artifact_size, run_in_batches
 
 SCHEMA_VERSION = 1
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+REFERENCE_BATCH = 32
 console = Console(stderr=True)
 
 
@@ -97,6 +105,7 @@ class _Data:
     verification: np.ndarray
     labels: np.ndarray | None
     calibration_hash: str | None
+    held_out: dict[str, Any] | None  # the training data's test split, recorded so `eval` can reuse it
 
 
 def _load_model(config: ExportConfig, warnings: list[str]) -> tuple[nn.Module, dict[str, Any] | None]:
@@ -107,10 +116,6 @@ def _load_model(config: ExportConfig, warnings: list[str]) -> tuple[nn.Module, d
     if weights is None:
         warnings.append("random weights: the artifacts are for testing the pipeline, not for deployment")
     return create_model(config.model, weights=weights, input_size=config.input_size), None
-
-
-def _images(source: ImageSource, indices: list[int], meta: ModelMeta) -> np.ndarray:
-    return np.stack([meta.preprocessing(source.image(i)).numpy() for i in indices]).astype(np.float32)
 
 
 def _gather_data(
@@ -137,22 +142,27 @@ def _gather_data(
         generator = torch.Generator().manual_seed(0)
         random = torch.randn((32, *meta.preprocessing.input_shape), generator=generator).numpy()
         warnings.append("no data given: fp32 verified on 32 random inputs")
-        return _Data("random", None, random, None, None)
+        return _Data("random", None, random, None, None, None)
     source.check_min_size(meta.preprocessing.crop)
     labelled = source.classes == meta.class_names
     calibration = None
     digest = None
     if config.int8:
         chosen = calibration_indices(source.labels, split.train, config.calib_size, seed=0)
-        calibration = _images(source, chosen, meta)
+        calibration = preprocess_images(source, chosen, meta.preprocessing)
         digest = hashlib.sha256(calibration.tobytes()).hexdigest()[:16]
-    verification = _images(source, list(split.test), meta)
+    verification = preprocess_images(source, list(split.test), meta.preprocessing)
     labels = np.array([source.labels[i] for i in split.test]) if labelled else None
-    return _Data(source.name, calibration, verification, labels, digest)
+    return _Data(source.name, calibration, verification, labels, digest, held_out_images(checkpoint))
 
 
 def _artifact_metadata(
-    meta: ModelMeta, precision: str, data: _Data, config: ExportConfig, weights_hash: str, int8_scheme: dict[str, str]
+    meta: ModelMeta,
+    precision: str,
+    data: _Data,
+    config: ExportConfig,
+    weights_hash: str,
+    int8_scheme: dict[str, str],
 ) -> dict[str, Any]:
     preprocessing = meta.preprocessing
     return {
@@ -183,6 +193,7 @@ def _artifact_metadata(
         ),
         "weights": meta.weights,
         "weights_sha256": weights_hash,
+        "held_out": data.held_out,
     }
 
 
@@ -213,17 +224,6 @@ def verify(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | No
     return result
 
 
-def _run(runner: Any, images: np.ndarray, batch: str) -> np.ndarray:
-    size = len(images) if batch == "dynamic" else int(batch)
-    outputs = []
-    for start in range(0, len(images), size):
-        chunk = images[start : start + size]
-        if len(chunk) < size:  # a fixed-batch artifact: pad the last chunk
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], size - len(chunk), 0)])
-        outputs.append(runner.run(chunk)[: len(images) - start])
-    return np.concatenate(outputs)
-
-
 def export(config: ExportConfig) -> ExportReport:
     """Run the whole export for ``config``; writes the artifacts, their sidecars and export.json."""
     started = time.perf_counter()
@@ -234,14 +234,22 @@ def export(config: ExportConfig) -> ExportReport:
     meta = get_model_meta(model)
     check_input_size(model, meta.preprocessing.input_shape)
     data = _gather_data(config, meta, checkpoint, warnings)
-    with torch.no_grad():
-        reference = model(torch.from_numpy(data.verification)).numpy()
+    with torch.no_grad():  # in chunks: 269 images at 224 in one batch would hold gigabytes of activations
+        reference = np.concatenate(
+            [
+                model(torch.from_numpy(chunk)).numpy()
+                for chunk in np.split(
+                    data.verification, range(REFERENCE_BATCH, len(data.verification), REFERENCE_BATCH)
+                )
+            ]
+        )
     reference_accuracy = float((reference.argmax(1) == data.labels).mean() * 100) if data.labels is not None else None
     folded = fold_batchnorm(model)
     weights_hash = _state_hash(model)
     example = torch.from_numpy(data.verification[:1]).repeat(
         1 if config.batch == "dynamic" else int(config.batch), 1, 1, 1
     )
+    verification_batch = len(data.verification) if config.batch == "dynamic" else int(config.batch)
     config.output.mkdir(parents=True, exist_ok=True)
     reports = []
     for fmt in formats:
@@ -252,7 +260,8 @@ def export(config: ExportConfig) -> ExportReport:
             artifact = reports[-1]
             with console.status(f"{fmt.name} {precision}: verifying in {fmt.runtime}"):
                 runner = open_runner(artifact.path)
-                artifact.verification = verify(reference, _run(runner, data.verification, config.batch), data.labels)
+                logits = run_in_batches(runner, data.verification, verification_batch)
+                artifact.verification = verify(reference, logits, data.labels)
             write_json(
                 Path(artifact.path).with_suffix(".json"), {**runner.metadata, "report": dataclasses.asdict(artifact)}
             )
@@ -301,5 +310,4 @@ def _export_one(
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise EdgeCNNError(f"{fmt.name} {precision} export failed ({type(exc).__name__}): {reason}") from exc
     seconds = time.perf_counter() - started
-    size = sum(file.stat().st_size for file in exporter.artifact_files(path))
-    return ArtifactReport(fmt.name, precision, str(path), size, seconds, {}, exporter.count_ops(path))
+    return ArtifactReport(fmt.name, precision, str(path), artifact_size(path), seconds, {}, exporter.count_ops(path))

@@ -15,8 +15,8 @@ from torch import nn
 from edgecnn._io import atomic_path
 from edgecnn.export._formats import Int8Job
 from edgecnn.export._quiet import quiet
+from edgecnn.runtime.base import METADATA_KEY
 
-METADATA_KEY = "edgecnn"
 # The converter's C++ side logs through TensorFlow's and glog's channels, read once at import.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("GLOG_minloglevel", "2")
@@ -76,27 +76,12 @@ def _embed(path: Path, metadata: dict[str, Any]) -> None:
     path.write_bytes(builder.Output())
 
 
-def read_metadata(path: Path) -> dict[str, Any]:
-    from ai_edge_litert import schema_py_generated as schema
-
-    model = schema.Model.GetRootAsModel(path.read_bytes(), 0)
-    for index in range(model.MetadataLength()):
-        entry = model.Metadata(index)
-        if entry.Name() == METADATA_KEY.encode():
-            return json.loads(model.Buffers(entry.Buffer()).DataAsNumpy().tobytes())
-    return {}
-
-
 def int8_scheme(method: str) -> dict[str, str]:
     return {
         "scheme": "PT2E full integer: per-channel symmetric int8 weights, int8 activations, int8 input/output",
         "method": "min/max observers",
         "input_output": "int8, with the tensors' own scale and zero point (float images are quantized on input)",
     }
-
-
-def artifact_files(path: Path) -> list[Path]:
-    return [path]
 
 
 def count_ops(path: Path) -> dict[str, int]:

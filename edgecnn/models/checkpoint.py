@@ -85,3 +85,11 @@ def resolve_model(model: str | Path, **kwargs: Any) -> nn.Module:
             raise EdgeCNNError(f"a checkpoint fixes its architecture; {', '.join(kwargs)} cannot be changed")
         return load_checkpoint(model).model
     return create_model(str(model), **kwargs)
+
+
+def held_out_images(metadata: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Which images the model never trained on (source, fingerprint, test indices), for a fair ``eval``."""
+    data = (metadata or {}).get("data")
+    if not data:
+        return None
+    return {"source": data["source"], "fingerprint": data["fingerprint"], "test_indices": data["split"]["test"]}

@@ -1,5 +1,5 @@
 """Runners: one small class per runtime that loads an artifact and runs batches of its input."""
 
-from edgecnn.runtime.base import Runner, open_runner
+from edgecnn.runtime.base import RUNTIMES, Runner, open_runner, runtime_for
 
-__all__ = ["Runner", "open_runner"]
+__all__ = ["RUNTIMES", "Runner", "open_runner", "runtime_for"]

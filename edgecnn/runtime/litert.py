@@ -1,78 +1,143 @@
 """LiteRT / TFLite interpreters: ai-edge-litert, else tflite-runtime (e.g. a Pi on numpy<2), else TensorFlow.
 
-Int8 artifacts take and give int8 tensors; the runner quantizes the float input with the input
-tensor's own scale and zero point and dequantizes the output, so callers always pass float images.
+XNNPACK is the interpreters' default CPU delegate. Int8 artifacts take and give int8 tensors; the runner
+quantizes the float input with the input tensor's own scale and zero point and dequantizes the output,
+so callers always pass float images.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgecnn.errors import EdgeCNNError
+from edgecnn.runtime.base import METADATA_KEY, artifact_precision, load_error, pinned_precision_unsupported
+
+INTERPRETERS = (
+    ("ai-edge-litert", "ai_edge_litert.interpreter"),
+    ("tflite-runtime", "tflite_runtime.interpreter"),
+    ("tensorflow", "tensorflow.lite"),
+)
 
 
-def _interpreter_class() -> tuple[type, str]:
+def _interpreter_class() -> tuple[type, str, str]:
+    import importlib
+
+    for package, module in INTERPRETERS:
+        try:
+            imported = importlib.import_module(module)
+        except ImportError:
+            continue
+        version = getattr(imported, "__version__", None) or _distribution_version(package)
+        return imported.Interpreter, package, version
+    raise EdgeCNNError(
+        "no TFLite interpreter is installed: pip install ai-edge-litert  (or tflite-runtime, or 'edgecnn[tflite]')"
+    )
+
+
+def _distribution_version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
-        from ai_edge_litert.interpreter import Interpreter
+        return version(package)
+    except PackageNotFoundError:
+        return "unknown"
 
-        return Interpreter, "ai-edge-litert"
-    except ImportError:
-        pass
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    """edgecnn's metadata entry, read with the flatbuffer schema that ai-edge-litert ships ({} without it)."""
     try:
-        from tflite_runtime.interpreter import Interpreter
-
-        return Interpreter, "tflite-runtime"
-    except ImportError:
-        pass
-    try:
-        from tensorflow.lite import Interpreter
-
-        return Interpreter, "tensorflow"
-    except ImportError:
-        raise EdgeCNNError("no TFLite interpreter is installed: pip install 'edgecnn[tflite]'") from None
+        from ai_edge_litert import schema_py_generated as schema
+    except ImportError:  # tflite-runtime has no schema module; remote runs get the metadata from the host
+        return {}
+    model = schema.Model.GetRootAsModel(path.read_bytes(), 0)
+    for index in range(model.MetadataLength()):
+        entry = model.Metadata(index)
+        if entry.Name() == METADATA_KEY.encode():
+            return json.loads(model.Buffers(entry.Buffer()).DataAsNumpy().tobytes())
+    return {}
 
 
 class LiteRtRunner:
     name = "litert"
 
-    def __init__(self, path: Path, threads: int | None = None) -> None:
-        interpreter_class, self.interpreter_package = _interpreter_class()
-        try:
-            self.interpreter = interpreter_class(model_path=str(path), num_threads=threads)
-            self.interpreter.allocate_tensors()
-        except (ValueError, RuntimeError) as exc:
-            raise EdgeCNNError(f"litert cannot load {path}: {str(exc).strip().splitlines()[0]}") from exc
+    def __init__(
+        self, path: Path, threads: int | None = None, device: str = "cpu", precision: str | None = None
+    ) -> None:
+        if device != "cpu":
+            raise EdgeCNNError("the LiteRT runner runs on CPU (XNNPACK); no GPU delegate ships for this platform")
+        pinned_precision_unsupported(self.name, precision)
+        self._interpreter_class, self.interpreter_package, self.version = _interpreter_class()
+        self.device = device
+        self.path = path
+        self.threads = threads
+        self.interpreter = self._new_interpreter()
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
-        self.metadata: dict[str, Any] = _metadata(path)
+        self.input_shape: list[int | None] = [int(d) for d in self.input["shape"]]
+        self.metadata: dict[str, Any] = read_metadata(path)
+        self.precision = artifact_precision(self.metadata) if self.metadata else _stored_precision(self.interpreter)
+        self.notes: list[str] = _delegate_notes(self.interpreter)
+        self._bound = False
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        if tuple(batch.shape) != tuple(self.input["shape"]):
-            self.interpreter.resize_tensor_input(self.input["index"], list(batch.shape))
-            self.interpreter.allocate_tensors()
-            self.input = self.interpreter.get_input_details()[0]
-            self.output = self.interpreter.get_output_details()[0]
-        dtype = self.input["dtype"]
+    def _new_interpreter(self) -> Any:
+        try:
+            interpreter = self._interpreter_class(model_path=str(self.path), num_threads=self.threads)
+            interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise load_error(self.name, self.path, exc) from exc
+        return interpreter
+
+    def _to_input(self, interpreter: Any, batch: np.ndarray) -> None:
+        """Place ``batch`` in the interpreter's input, resized and quantized as its input tensor needs."""
+        details = interpreter.get_input_details()[0]
+        if tuple(batch.shape) != tuple(details["shape"]):
+            interpreter.resize_tensor_input(details["index"], list(batch.shape))
+            interpreter.allocate_tensors()
+            details = interpreter.get_input_details()[0]
+        dtype = details["dtype"]
         if np.issubdtype(dtype, np.integer):
-            scale, zero_point = self.input["quantization"]
+            scale, zero_point = details["quantization"]
             limits = np.iinfo(dtype)
             batch = np.clip(np.round(batch / scale + zero_point), limits.min, limits.max).astype(dtype)
-        self.interpreter.set_tensor(self.input["index"], batch)
+        interpreter.set_tensor(details["index"], np.ascontiguousarray(batch, dtype=dtype))
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        self._to_input(self.interpreter, batch)
         self.interpreter.invoke()
+        self.output = self.interpreter.get_output_details()[0]
         result = self.interpreter.get_tensor(self.output["index"])
         if np.issubdtype(result.dtype, np.integer):
             scale, zero_point = self.output["quantization"]
             result = (result.astype(np.float32) - zero_point) * scale
         return result
 
+    def bind(self, batch: np.ndarray) -> Callable[[], object]:
+        """The first binding uses the loaded interpreter; later ones (parallel requests) get their own."""
+        interpreter = self._new_interpreter() if self._bound else self.interpreter
+        self._bound = True
+        self._to_input(interpreter, batch)
+        return interpreter.invoke
 
-def _metadata(path: Path) -> dict[str, Any]:
+
+def _stored_precision(interpreter: Any) -> str:
+    """int8 when the graph holds int8 tensors: the answer for artifacts whose metadata cannot be read here."""
+    return "int8" if any(np.dtype(t["dtype"]) == np.int8 for t in interpreter.get_tensor_details()) else "fp32"
+
+
+def _delegate_notes(interpreter: Any) -> list[str]:
+    """Whether XNNPACK took the graph in one piece: each DELEGATE node is one partition it runs."""
     try:
-        from edgecnn.export.tflite import read_metadata
-
-        return read_metadata(path)
-    except ImportError:  # an interpreter without ai-edge-litert has no flatbuffer schema to read it with
-        return {}
+        ops = interpreter._get_ops_details()  # the interpreters' only view of the execution plan
+    except AttributeError:
+        return []
+    partitions = sum(op["op_name"] == "DELEGATE" for op in ops)
+    if partitions == 0:
+        return ["XNNPACK took no part of the graph: every op runs on the reference kernels"]
+    if partitions > 1:
+        return [f"XNNPACK split the graph into {partitions} partitions; ops between them run on reference kernels"]
+    return []

@@ -1,35 +1,71 @@
-"""OpenVINO on CPU, with the runtime's default settings (what a deployment gets)."""
+"""OpenVINO on CPU or GPU, with the runtime's defaults unless a precision is pinned.
+
+On CPUs with AMX/AVX512-BF16 OpenVINO computes an "fp32" model in bf16 unless told otherwise; the
+runner reports the precision that really ran (``INFERENCE_PRECISION_HINT`` after compilation).
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgecnn.errors import EdgeCNNError
+from edgecnn.runtime.base import METADATA_KEY, artifact_precision, import_runtime, load_error
+
+OPENVINO_PRECISION = {"f32": "f32", "bf16": "bf16", "fp16": "f16"}
+
+
+def read_metadata(model: Any) -> dict[str, Any]:
+    if not model.has_rt_info([METADATA_KEY]):
+        return {}
+    return json.loads(model.get_rt_info([METADATA_KEY]).astype(str))
 
 
 class OpenVinoRunner:
     name = "openvino"
 
-    def __init__(self, path: Path, threads: int | None = None) -> None:
-        try:
-            import openvino as ov
-        except ImportError:
-            raise EdgeCNNError("openvino is not installed: pip install 'edgecnn[openvino]'") from None
-        from edgecnn.export.openvino import read_metadata
-
+    def __init__(
+        self, path: Path, threads: int | None = None, device: str = "cpu", precision: str | None = None
+    ) -> None:
+        ov = import_runtime("openvino", "openvino  (or 'edgecnn[openvino]')")
+        self._ov = ov
+        self.version = ov.get_version()
+        self.device = device
         core = ov.Core()
+        target = device.upper()
+        if target not in core.available_devices:
+            available = ", ".join(core.available_devices)
+            raise EdgeCNNError(f"OpenVINO sees no {target} device here (available: {available})")
+        config: dict[str, Any] = {}
+        if threads and target == "CPU":
+            config["INFERENCE_NUM_THREADS"] = threads
+        if precision:
+            config["INFERENCE_PRECISION_HINT"] = OPENVINO_PRECISION[precision]
         try:
             model = core.read_model(str(path))
-            config = {"INFERENCE_NUM_THREADS": threads} if threads else {}
-            self.compiled = core.compile_model(model, "CPU", config)
+            self.compiled = core.compile_model(model, target, config)
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses for bad files
-            raise EdgeCNNError(f"openvino cannot load {path}: {str(exc).strip().splitlines()[0]}") from exc
+            raise load_error(self.name, path, exc) from exc
         self.metadata: dict[str, Any] = read_metadata(model)
-        #: the precision OpenVINO really computes in (it may pick bf16 for an fp32 model)
-        self.inference_precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        #: the precision OpenVINO computes the non-int8 parts in (it may pick bf16 for an fp32 model)
+        hint = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+        self.inference_precision = {"f32": "fp32", "f16": "fp16"}.get(hint, hint)
+        stored = artifact_precision(self.metadata)
+        self.precision = f"int8+{self.inference_precision}" if stored == "int8" else self.inference_precision
+        self.notes: list[str] = []
+        self.input_shape = [d.get_length() if d.is_static else None for d in self.compiled.input(0).get_partial_shape()]
+        if stored == "fp32" and self.inference_precision != "fp32":
+            self.notes.append(f"fp32 artifact computed in {self.inference_precision}; --precision f32 pins f32")
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self.compiled(batch)[0]
+
+    def bind(self, batch: np.ndarray) -> Callable[[], object]:
+        """A dedicated infer request per binding: bindings may run in parallel (throughput mode)."""
+        request = self.compiled.create_infer_request()
+        request.set_input_tensor(self._ov.Tensor(np.ascontiguousarray(batch)))
+        return request.infer

@@ -1,0 +1,59 @@
+"""Wall time and peak memory of ``edgecnn export mobilenet_v2 --int8 --format all`` at 224.
+
+128 calibration images (digits, real), verification of all six artifacts on the 269 held-out images
+included; random weights (`--weights none`: offline here, and the conversion does not depend on them).
+Target: <= 60 s on this 2-core CPU. Peak memory is the export process's own (``wait4``), and the
+per-artifact conversion times come from its export.json.
+
+    .venv/bin/python benchmarks/export_time.py [--model mobilenet_v2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from edgecnn import __version__
+
+LIMIT_S = 60
+RESULTS = Path(__file__).parent / "results" / "export_time.json"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="mobilenet_v2")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as output:
+        command = [sys.executable, "-m", "edgecnn.cli", "export", args.model, "--weights", "none", "--int8"]
+        command += ["--calib", "digits", "--calib-size", "128", "--format", "all", "--output", output]
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - started
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit(f"the export failed: {' '.join(command)}")
+        report = json.loads((Path(output) / "export.json").read_text())
+    row = {
+        "command": " ".join(command[2:-2]),
+        "seconds": round(seconds, 1),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024),
+        "meets_target": seconds <= LIMIT_S,
+        "conversion_seconds": {
+            f"{a['format']} {a['precision']}": round(a["export_seconds"], 1) for a in report["artifacts"]
+        },
+    }
+    RESULTS.write_text(
+        json.dumps({"schema_version": 1, "benchmark": "export_time", "edgecnn_version": __version__, **row}, indent=2)
+        + "\n"
+    )
+    print(json.dumps(row, indent=2))
+
+
+if __name__ == "__main__":
+    main()

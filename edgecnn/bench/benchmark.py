@@ -1,0 +1,246 @@
+"""``edgecnn bench`` and ``edgecnn eval`` on the host: prepare data, run jobs here or over SSH, collect.
+
+Accuracy images are preprocessed here, from each artifact's own metadata, and shipped as arrays, so a
+device needs no image library. When the data is the set a checkpoint was trained on, only its held-out
+split is used (the split travels in the artifact's metadata).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecnn import __version__
+from edgecnn.bench.device import ArtifactJob, Job, accuracy, run_job
+from edgecnn.bench.remote import Host, read_fleet, run_remote
+from edgecnn.data.datasets import open_source, preprocess_images
+from edgecnn.data.preprocessing import Preprocessing
+from edgecnn.errors import EdgeCNNError
+from edgecnn.runtime.base import artifact_files, open_runner, run_in_batches, runtime_for
+
+SCHEMA_VERSION = 1
+LOCAL = "local"
+
+
+@dataclass
+class BenchConfig:
+    artifacts: list[Path]
+    runtime: str = "auto"
+    device: str = "cpu"
+    threads: int | None = None
+    precision: str | None = None
+    batch: int = 1
+    warmup: int = 10
+    runs: int | None = None  # neither runs nor min_time: 100 runs
+    min_time: float | None = None
+    mode: str = "latency"
+    data: str | None = None
+    remote: str | None = None
+    remote_python: str = "python3"
+    fleet: Path | None = None
+    ssh_config: Path | None = None
+    timeout: float = 600.0
+
+    def __post_init__(self) -> None:
+        self.artifacts = [Path(a) for a in self.artifacts]
+        if not self.artifacts:
+            raise EdgeCNNError("no artifact given")
+        if self.remote and self.fleet:
+            raise EdgeCNNError("give --remote or --fleet, not both")
+        if self.runs is None and self.min_time is None:
+            self.runs = 100
+        if self.remote or self.fleet:
+            checkpoints = [str(a) for a in self.artifacts if runtime_for(a, self.runtime).name == "pytorch"]
+            if checkpoints:
+                raise EdgeCNNError(
+                    f"PyTorch checkpoints run on this machine only ({', '.join(checkpoints)}); "
+                    "export them (`edgecnn export`) to benchmark on a device"
+                )
+        for path in self.artifacts:
+            runtime_for(path, self.runtime)
+            missing = [str(f) for f in artifact_files(path) if not f.is_file()]
+            if missing:
+                raise EdgeCNNError(f"artifact not found: {', '.join(missing)}")
+
+    def hosts(self) -> list[Host]:
+        if self.fleet:
+            return read_fleet(self.fleet, self.remote_python)
+        return [Host(self.remote, self.remote_python)] if self.remote else []
+
+
+@dataclass
+class HostResult:
+    host: str
+    environment: dict[str, Any] = field(default_factory=dict)
+    results: list[dict[str, Any]] = field(default_factory=list)
+    process_peak_rss_mb: float | None = None
+    error: str | None = None
+
+
+@dataclass
+class BenchReport:
+    method: dict[str, Any]
+    hosts: list[HostResult]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "edgecnn_version": __version__,
+            "method": self.method,
+            "hosts": [vars(host) for host in self.hosts],
+        }
+
+
+def artifact_metadata(path: Path, runtime: str = "auto") -> dict[str, Any]:
+    """The metadata an artifact carries, read with its runtime here, else from the sidecar JSON export wrote."""
+    try:
+        metadata = open_runner(path, runtime=runtime).metadata
+    except EdgeCNNError:
+        sidecar = path.with_suffix(".json")
+        if path.suffix in (".pt", ".pth") or not sidecar.is_file():
+            raise
+        metadata = {k: v for k, v in json.loads(sidecar.read_text()).items() if k != "report"}
+    return metadata
+
+
+@dataclass
+class EvalImages:
+    images: np.ndarray
+    labels: np.ndarray
+    description: str
+
+
+def eval_images(data: str, metadata: dict[str, Any]) -> EvalImages:
+    """``data`` preprocessed for the artifact; only the held-out split when it is the training data."""
+    if not metadata.get("preprocessing"):
+        raise EdgeCNNError("the artifact carries no edgecnn metadata: its preprocessing and classes are unknown")
+    source = open_source(data)
+    classes = metadata.get("classes") or []
+    if classes != source.classes:
+        raise EdgeCNNError(
+            f"the artifact's {len(classes)} classes are not the {len(source.classes)} classes of {source.name}"
+        )
+    held_out = metadata.get("held_out")
+    if held_out and held_out["fingerprint"] == source.fingerprint():
+        indices = list(held_out["test_indices"])
+        description = f"{source.name}: the {len(indices)} held-out test images of the training split"
+    else:
+        indices = list(range(len(source.labels)))
+        description = f"{source.name}: all {len(indices)} images"
+    preprocessing = Preprocessing.from_dict(metadata["preprocessing"])
+    source.check_min_size(preprocessing.crop)
+    images = preprocess_images(source, indices, preprocessing)
+    return EvalImages(images, np.array([source.labels[i] for i in indices]), description)
+
+
+def evaluate(artifacts: list[Path], data: str, runtime: str = "auto", device: str = "cpu") -> list[dict[str, Any]]:
+    """Top-1/top-5 of each artifact in its own runtime."""
+    results = []
+    for path in artifacts:
+        runner = open_runner(path, runtime=runtime, device=device)
+        prepared = eval_images(data, runner.metadata)
+        batch = _fixed_batch(runner.metadata) or 32
+        scores = accuracy(run_in_batches(runner, prepared.images, batch), prepared.labels)
+        results.append({"artifact": str(path), "runtime": runner.name, "data": prepared.description, **scores})
+    return results
+
+
+def _fixed_batch(metadata: dict[str, Any]) -> int | None:
+    first = ((metadata.get("input") or {}).get("shape") or [None])[0]
+    return first if isinstance(first, int) else None
+
+
+def bench(config: BenchConfig) -> BenchReport:
+    """Measure every artifact (interleaved) here, on one remote host, or on a fleet in parallel."""
+    with tempfile.TemporaryDirectory(prefix="edgecnn-bench-") as scratch:
+        files, items = _stage(config, Path(scratch))
+        job = Job(
+            items,
+            device=config.device,
+            threads=config.threads,
+            precision=config.precision,
+            batch=config.batch,
+            warmup=config.warmup,
+            runs=config.runs,
+            min_time=config.min_time,
+            mode=config.mode,
+        )
+        hosts = config.hosts()
+        if not hosts:  # here the artifacts are read where they are; only a device needs the staged names
+            local = [dataclasses.replace(item, path=str(files[item.path].resolve())) for item in items]
+            outcome = run_job(dataclasses.replace(job, artifacts=local), Path(scratch))
+            results = [_host_result(LOCAL, outcome, config.artifacts)]
+        else:
+            with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
+                futures = [pool.submit(_on_host, host, job.to_dict(), files, config) for host in hosts]
+                results = [future.result() for future in futures]
+    if len(results) == 1 and results[0].error:
+        raise EdgeCNNError(results[0].error)
+    return BenchReport(_method(config), results)
+
+
+def _on_host(host: Host, job: dict[str, Any], files: dict[str, Path], config: BenchConfig) -> HostResult:
+    try:
+        outcome = run_remote(host, job, files, config.ssh_config, config.timeout)
+    except EdgeCNNError as exc:  # one unreachable board must not cost the fleet's other results
+        message = str(exc)
+        for staged, path in files.items():  # say "model.onnx", not the device's "artifact_0.onnx"
+            message = message.replace(staged, path.name)
+        return HostResult(host.destination, error=message)
+    return _host_result(host.destination, outcome, config.artifacts)
+
+
+def _host_result(host: str, outcome: dict[str, Any], artifacts: list[Path]) -> HostResult:
+    """A job's outcome under the user's artifact paths (the job itself only knew artifact_0, artifact_1, …)."""
+    for result, path in zip(outcome["results"], artifacts, strict=True):
+        result["artifact"] = str(path)
+    return HostResult(host, outcome["environment"], outcome["results"], outcome["process_peak_rss_mb"])
+
+
+def _stage(config: BenchConfig, scratch: Path) -> tuple[dict[str, Path], list[ArtifactJob]]:
+    """Name every file the job needs (artifact_0.onnx, inputs_0.npy, …) and write the accuracy arrays."""
+    files: dict[str, Path] = {}
+    items = []
+    prepared: dict[str, tuple[str, str]] = {}
+    for index, path in enumerate(config.artifacts):
+        name = f"artifact_{index}{path.suffix}"
+        for part in artifact_files(path):
+            files[f"artifact_{index}{part.suffix}"] = part
+        metadata = artifact_metadata(path, config.runtime) if (config.data or config.hosts()) else None
+        inputs = labels = None
+        if config.data and metadata is not None:
+            key = json.dumps([metadata.get(k) for k in ("preprocessing", "classes", "held_out")], sort_keys=True)
+            if key not in prepared:
+                data = eval_images(config.data, metadata)
+                number = len(prepared)
+                prepared[key] = (f"inputs_{number}.npy", f"labels_{number}.npy")
+                np.save(scratch / prepared[key][0], data.images)
+                np.save(scratch / prepared[key][1], data.labels)
+                files.update({name: scratch / name for name in prepared[key]})
+            inputs, labels = prepared[key]
+        items.append(ArtifactJob(name, config.runtime, inputs, labels, metadata))
+    return files, items
+
+
+def _method(config: BenchConfig) -> dict[str, Any]:
+    return {
+        "artifacts": [str(a) for a in config.artifacts],
+        "order": "interleaved: one call of each artifact per round (A B C A B C …)",
+        "timer": "time.perf_counter around the runtime's own inference call on a prepared input",
+        "device": config.device,
+        "threads": config.threads,
+        "precision": config.precision or "runtime default",
+        "batch": config.batch,
+        "warmup": config.warmup,
+        "runs": config.runs,
+        "min_time_s": config.min_time,
+        "mode": config.mode,
+        "data": config.data,
+    }

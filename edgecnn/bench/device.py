@@ -1,0 +1,197 @@
+"""One benchmark job on the machine that runs the artifacts: local, or a remote device over SSH.
+
+A job is JSON in, JSON out. Standard library, numpy and the runtimes only, so that the same code
+measures on this machine and, packed into one runnable file, on a Raspberry Pi:
+``python3 edgecnn-runner.pyz job.json`` prints the result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecnn.bench.measure import (
+    environment,
+    latency_stats,
+    parallel_throughput,
+    peak_resident_mb,
+    resident_mb,
+    time_interleaved,
+)
+from edgecnn.errors import EdgeCNNError
+from edgecnn.runtime.base import Runner, artifact_size, open_runner, run_in_batches
+
+SCHEMA_VERSION = 1
+MODES = ("latency", "throughput")
+
+
+@dataclass
+class ArtifactJob:
+    path: str
+    runtime: str = "auto"
+    inputs: str | None = None  # .npy of preprocessed float images, for accuracy
+    labels: str | None = None  # .npy of their class indices
+    metadata: dict[str, Any] | None = None  # read on the host, for runtimes that cannot read it on the device
+
+
+@dataclass
+class Job:
+    artifacts: list[ArtifactJob]
+    device: str = "cpu"
+    threads: int | None = None
+    precision: str | None = None
+    batch: int = 1
+    warmup: int = 10
+    runs: int | None = 100
+    min_time: float | None = None
+    mode: str = "latency"
+    workers: int | None = None  # parallel requests in throughput mode (default: one per core)
+    throughput_seconds: float = 3.0
+    keep_samples: bool = True
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise EdgeCNNError(f"unknown mode {self.mode!r}; valid: {', '.join(MODES)}")
+        if self.batch < 1 or self.warmup < 0:
+            raise EdgeCNNError("batch must be ≥ 1 and warmup ≥ 0")
+        if (self.runs is None) == (self.min_time is None):
+            raise EdgeCNNError("give either a number of runs or a minimum time, not both")
+        if self.runs is not None and self.runs < 1:
+            raise EdgeCNNError(f"runs must be at least 1, got {self.runs}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Job:
+        artifacts = [ArtifactJob(**item) for item in data["artifacts"]]
+        return cls(**{**data, "artifacts": artifacts})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def input_shape(metadata: dict[str, Any], runner: Runner, path: str) -> list[int]:
+    """One image's shape: from edgecnn's metadata, else as the runtime declares the input."""
+    shape = (metadata.get("input") or {}).get("shape")
+    if shape:
+        return [int(size) for size in shape[1:]]
+    declared = runner.input_shape[1:]
+    if declared and all(isinstance(size, int) for size in declared):
+        return [int(size) for size in declared if size is not None]
+    raise EdgeCNNError(f"{Path(path).name} has no edgecnn metadata and a dynamic input shape {runner.input_shape}")
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    top5 = np.argsort(-logits, axis=1)[:, :5]
+    return {
+        "images": len(labels),
+        "top1": float((top5[:, 0] == labels).mean() * 100),
+        "top5": float((top5 == labels[:, None]).any(1).mean() * 100),
+    }
+
+
+def _call_checked(runner: Runner, path: str, call: Any) -> None:
+    try:
+        call()
+    except Exception as exc:  # each runtime raises its own types for a shape it cannot take
+        lines = str(exc).strip().splitlines()
+        raise EdgeCNNError(f"{runner.name} failed to run {Path(path).name}: {lines[0] if lines else exc!r}") from exc
+
+
+def run_job(job: Job, base: Path = Path(".")) -> dict[str, Any]:
+    """Load every artifact, time them interleaved, then measure throughput and accuracy."""
+    rng = np.random.default_rng(0)
+    loaded: list[dict[str, Any]] = []
+    for item in job.artifacts:
+        path = base / item.path
+        before = resident_mb()
+        started = time.perf_counter()
+        runner = open_runner(path, job.threads, item.runtime, job.device, job.precision)
+        load_seconds = time.perf_counter() - started
+        metadata = runner.metadata or item.metadata or {}
+        batch = rng.standard_normal((job.batch, *input_shape(metadata, runner, item.path)), dtype=np.float32)
+        call = runner.bind(batch)
+        started = time.perf_counter()
+        _call_checked(runner, item.path, call)
+        first_ms = (time.perf_counter() - started) * 1e3
+        loaded.append(
+            {
+                "item": item,
+                "runner": runner,
+                "metadata": metadata,
+                "batch": batch,
+                "call": call,
+                "load_seconds": load_seconds,
+                "first_inference_ms": first_ms,
+                "rss_growth_mb": resident_mb() - before,
+            }
+        )
+    samples = time_interleaved([entry["call"] for entry in loaded], job.warmup, job.runs, job.min_time)
+    results = [_result(job, entry, times, base) for entry, times in zip(loaded, samples, strict=True)]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "environment": environment(job.threads),
+        "results": results,
+        "process_peak_rss_mb": peak_resident_mb(),
+    }
+
+
+def _result(job: Job, entry: dict[str, Any], times: list[float], base: Path) -> dict[str, Any]:
+    runner: Runner = entry["runner"]
+    item: ArtifactJob = entry["item"]
+    metadata: dict[str, Any] = entry["metadata"]
+    stats = latency_stats(times)
+    result: dict[str, Any] = {
+        "artifact": Path(item.path).name,
+        "model": metadata.get("model"),
+        "artifact_precision": metadata.get("precision", runner.precision),
+        "runtime": runner.name,
+        "runtime_version": runner.version,
+        "interpreter": getattr(runner, "interpreter_package", None),
+        "device": runner.device,
+        "effective_precision": runner.precision,
+        "notes": list(runner.notes),
+        "batch": job.batch,
+        "size_bytes": artifact_size(base / item.path),
+        "load_seconds": entry["load_seconds"],
+        "first_inference_ms": entry["first_inference_ms"],
+        "rss_growth_mb": entry["rss_growth_mb"],
+        "latency": stats.to_dict(),
+        "throughput_ips": job.batch * 1e3 / stats.mean_ms,
+        "samples_ms": [t * 1e3 for t in times] if job.keep_samples else None,
+    }
+    if job.mode == "throughput":
+        workers = job.workers or os.cpu_count() or 1
+        calls = [entry["call"]] + [runner.bind(entry["batch"]) for _ in range(workers - 1)]
+        completed, elapsed = parallel_throughput(calls, job.throughput_seconds)
+        result["parallel"] = {"workers": workers, "throughput_ips": completed * job.batch / elapsed}
+    if item.inputs and item.labels:
+        images = np.load(base / item.inputs)
+        labels = np.load(base / item.labels)
+        result["accuracy"] = accuracy(run_in_batches(runner, images, job.batch), labels)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python3 runner.pyz job.json``: print the result as JSON, or ``{"error": …}`` with exit code 1."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print(json.dumps({"error": "usage: runner job.json"}))
+        return 2
+    job_path = Path(args[0])
+    try:
+        job = Job.from_dict(json.loads(job_path.read_text()))
+        print(json.dumps(run_job(job, job_path.parent)))
+    except EdgeCNNError as exc:
+        print(json.dumps({"error": str(exc)}))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
