@@ -4,8 +4,9 @@ Each model is built with 10 classes at 64x64 (random weights, seed 0: conversion
 the values; the int8 ranges come from 32 real digits images) and exported one format at a time with
 ``edgecnn export``, which verifies every artifact in its own runtime. A cell passes when the artifact
 converts, loads and runs in its runtime and: fp32 matches PyTorch within 1e-4 of the logits' range;
-int8 holds int8 kernels (QuantizeLinear / FakeQuantize / int8 convolutions). Agreement figures are
-recorded but not judged: random weights give near-uniform logits that int8 noise reorders.
+int8 holds int8 kernels (QuantizeLinear in ONNX, FakeQuantize in OpenVINO, int8 tensors in TFLite).
+Agreement figures are recorded but not judged: random weights give near-uniform logits that int8 noise
+reorders.
 
     .venv/bin/python benchmarks/support_matrix.py [--models 'mobilenet*' | --models lenet5,resnet18] [--input-size 64]
 """
@@ -18,6 +19,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from edgecnn import __version__, create_model, list_models
@@ -26,8 +28,17 @@ from edgecnn.export import ExportConfig, export
 from edgecnn.models.checkpoint import save_checkpoint
 
 FORMATS = ("onnx", "openvino", "tflite")
-INT8_OPS = ("QuantizeLinear", "FakeQuantize", "QUANTIZE")
 RESULTS = Path(__file__).parent / "results" / "support_matrix.json"
+
+
+def holds_int8(fmt: str, path: Path, ops: dict[str, int]) -> bool:
+    if fmt == "onnx":
+        return "QuantizeLinear" in ops
+    if fmt == "openvino":
+        return "FakeQuantize" in ops
+    from ai_edge_litert.interpreter import Interpreter  # full-integer TFLite needs no QUANTIZE op: read tensors
+
+    return any(np.dtype(t["dtype"]) == np.int8 for t in Interpreter(model_path=str(path)).get_tensor_details())
 
 
 def cells(name: str, size: int, scratch: Path) -> list[dict]:
@@ -52,7 +63,7 @@ def cells(name: str, size: int, scratch: Path) -> list[dict]:
             if artifact.precision == "fp32":
                 passed = checks["max_abs_diff_over_range"] <= 1e-4
             else:
-                passed = any(op in artifact.ops for op in INT8_OPS)
+                passed = holds_int8(fmt, Path(artifact.path), artifact.ops)
             rows.append(
                 {
                     "model": name,

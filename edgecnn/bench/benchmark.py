@@ -209,11 +209,12 @@ def _stage(config: BenchConfig, scratch: Path) -> tuple[dict[str, Path], list[Ar
     files: dict[str, Path] = {}
     items = []
     prepared: dict[str, tuple[str, str]] = {}
+    remote = bool(config.hosts())
     for index, path in enumerate(config.artifacts):
         name = f"artifact_{index}{path.suffix}"
         for part in artifact_files(path):
             files[f"artifact_{index}{part.suffix}"] = part
-        metadata = artifact_metadata(path, config.runtime) if (config.data or config.hosts()) else None
+        metadata = artifact_metadata(path, config.runtime) if (config.data or remote) else None
         inputs = labels = None
         if config.data and metadata is not None:
             key = json.dumps([metadata.get(k) for k in ("preprocessing", "classes", "held_out")], sort_keys=True)

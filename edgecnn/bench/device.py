@@ -95,6 +95,20 @@ def accuracy(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     }
 
 
+@dataclass
+class _Loaded:
+    """One artifact ready to time: its runner, the bound call and what loading it cost."""
+
+    item: ArtifactJob
+    runner: Runner
+    metadata: dict[str, Any]
+    batch: np.ndarray
+    call: Any
+    load_seconds: float
+    first_inference_ms: float
+    rss_growth_mb: float
+
+
 def _call_checked(runner: Runner, path: str, call: Any) -> None:
     try:
         call()
@@ -106,7 +120,7 @@ def _call_checked(runner: Runner, path: str, call: Any) -> None:
 def run_job(job: Job, base: Path = Path(".")) -> dict[str, Any]:
     """Load every artifact, time them interleaved, then measure throughput and accuracy."""
     rng = np.random.default_rng(0)
-    loaded: list[dict[str, Any]] = []
+    loaded: list[_Loaded] = []
     for item in job.artifacts:
         path = base / item.path
         before = resident_mb()
@@ -119,19 +133,8 @@ def run_job(job: Job, base: Path = Path(".")) -> dict[str, Any]:
         started = time.perf_counter()
         _call_checked(runner, item.path, call)
         first_ms = (time.perf_counter() - started) * 1e3
-        loaded.append(
-            {
-                "item": item,
-                "runner": runner,
-                "metadata": metadata,
-                "batch": batch,
-                "call": call,
-                "load_seconds": load_seconds,
-                "first_inference_ms": first_ms,
-                "rss_growth_mb": resident_mb() - before,
-            }
-        )
-    samples = time_interleaved([entry["call"] for entry in loaded], job.warmup, job.runs, job.min_time)
+        loaded.append(_Loaded(item, runner, metadata, batch, call, load_seconds, first_ms, resident_mb() - before))
+    samples = time_interleaved([entry.call for entry in loaded], job.warmup, job.runs, job.min_time)
     results = [_result(job, entry, times, base) for entry, times in zip(loaded, samples, strict=True)]
     return {
         "schema_version": SCHEMA_VERSION,
@@ -141,10 +144,8 @@ def run_job(job: Job, base: Path = Path(".")) -> dict[str, Any]:
     }
 
 
-def _result(job: Job, entry: dict[str, Any], times: list[float], base: Path) -> dict[str, Any]:
-    runner: Runner = entry["runner"]
-    item: ArtifactJob = entry["item"]
-    metadata: dict[str, Any] = entry["metadata"]
+def _result(job: Job, entry: _Loaded, times: list[float], base: Path) -> dict[str, Any]:
+    runner, item, metadata = entry.runner, entry.item, entry.metadata
     stats = latency_stats(times)
     result: dict[str, Any] = {
         "artifact": Path(item.path).name,
@@ -158,16 +159,16 @@ def _result(job: Job, entry: dict[str, Any], times: list[float], base: Path) -> 
         "notes": list(runner.notes),
         "batch": job.batch,
         "size_bytes": artifact_size(base / item.path),
-        "load_seconds": entry["load_seconds"],
-        "first_inference_ms": entry["first_inference_ms"],
-        "rss_growth_mb": entry["rss_growth_mb"],
+        "load_seconds": entry.load_seconds,
+        "first_inference_ms": entry.first_inference_ms,
+        "rss_growth_mb": entry.rss_growth_mb,
         "latency": stats.to_dict(),
         "throughput_ips": job.batch * 1e3 / stats.mean_ms,
         "samples_ms": [t * 1e3 for t in times] if job.keep_samples else None,
     }
     if job.mode == "throughput":
         workers = job.workers or os.cpu_count() or 1
-        calls = [entry["call"]] + [runner.bind(entry["batch"]) for _ in range(workers - 1)]
+        calls = [entry.call] + [runner.bind(entry.batch) for _ in range(workers - 1)]
         completed, elapsed = parallel_throughput(calls, job.throughput_seconds)
         result["parallel"] = {"workers": workers, "throughput_ips": completed * job.batch / elapsed}
     if item.inputs and item.labels:

@@ -1,6 +1,6 @@
 """Timing, statistics, memory and environment: the measuring half of the benchmarker.
 
-Standard library and numpy only: this module is shipped to remote devices as it is.
+Standard library, numpy and ``edgecnn.runtime.base`` only: this module is shipped to remote devices as it is.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from edgecnn.runtime.base import cpu_flags
 
 #: flags that decide which int8/fp16 kernels a runtime can use
 INTERESTING_CPU_FLAGS = (
@@ -137,15 +139,6 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _cpu_flags() -> list[str]:
-    text = _read("/proc/cpuinfo") or ""
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            present = set(line.split(":", 1)[1].split())
-            return [flag for flag in INTERESTING_CPU_FLAGS if flag in present]
-    return []
-
-
 def _throttling() -> str | None:
     """Raspberry Pi firmware's throttled bit field (0x0 = never throttled), where vcgencmd exists."""
     try:
@@ -166,7 +159,7 @@ def environment(threads: int | None) -> dict[str, Any]:
         "python": platform.python_version(),
         "numpy": np.__version__,
         "cpu_model": _cpu_model(),
-        "cpu_flags": _cpu_flags(),
+        "cpu_flags": [flag for flag in INTERESTING_CPU_FLAGS if flag in cpu_flags()],
         "cores": os.cpu_count(),
         "threads": threads,
         "governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
