@@ -81,19 +81,28 @@ def cells(name: str, size: int, scratch: Path) -> list[dict]:
     return rows
 
 
+def _earlier_rows(input_size: int) -> list[dict]:
+    """Rows of an earlier run at the same input size: a run of some models updates only theirs."""
+    if not RESULTS.exists():
+        return []
+    earlier = json.loads(RESULTS.read_text())
+    return earlier["rows"] if earlier.get("input_size") == input_size else []
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="")
     parser.add_argument("--input-size", type=int, default=64)
     parser.add_argument("--scratch", type=Path, default=Path("runs/support_matrix"))
     args = parser.parse_args()
-    rows = []
     names = args.models.split(",") if "," in args.models else list_models(args.models)
+    rows = [row for row in _earlier_rows(args.input_size) if row["model"] not in names]
     for name in names:
         rows += cells(name, args.input_size, args.scratch / name)
         shutil.rmtree(args.scratch / name, ignore_errors=True)
         for row in rows[-6:]:
             print(json.dumps(row), flush=True)
+        rows.sort(key=lambda row: (list_models().index(row["model"]), FORMATS.index(row["format"])))
         RESULTS.write_text(
             json.dumps(
                 {

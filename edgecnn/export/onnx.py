@@ -4,7 +4,7 @@
 
 Two departures from onnxruntime's defaults, measured on models trained on digits (269 held-out images,
 ``benchmarks/int8_accuracy.py``): the first convolution and the classifier stay float (int8 there alone
-cost MobileNetV2 1.1 points and LeNet-5 0.7), and min/max ranges are averaged over calibration batches
+cost MobileNetV2 0.75 points and LeNet-5 0.74), and min/max ranges are averaged over calibration batches
 (``CalibMovingAverage``), as NNCF's default estimator does.
 """
 
