@@ -352,7 +352,7 @@ def bench_command(
         ssh_config=ssh_config,
         timeout=timeout,
     )
-    where = ", ".join(host.destination for host in config.hosts()) or "this machine"
+    where = ", ".join(host.destination for host in config.hosts) or "this machine"
     with err_console.status(f"measuring {len(artifacts)} artifact(s) on {where}"):
         result = bench(config)
     written = write_report(result, report) if report else []

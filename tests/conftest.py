@@ -59,3 +59,8 @@ def lenet_artifacts(trained_lenet, tmp_path_factory) -> ExportReport:
     return export(
         ExportConfig(str(trained_lenet), int8=True, calib_size=32, output=tmp_path_factory.mktemp("artifacts"))
     )
+
+
+def artifact_path(report: ExportReport, fmt: str, precision: str) -> Path:
+    """The path of one artifact of an export report."""
+    return next(Path(a.path) for a in report.artifacts if (a.format, a.precision) == (fmt, precision))

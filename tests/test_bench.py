@@ -18,11 +18,7 @@ from edgecnn.bench.device import Job, accuracy
 from edgecnn.bench.measure import latency_stats, parallel_throughput, time_interleaved
 from edgecnn.bench.report import markdown, notes, pareto_front, write_report
 from edgecnn.errors import EdgeCNNError
-from tests.conftest import run_cli
-
-
-def artifact(report, fmt: str, precision: str) -> Path:
-    return next(Path(a.path) for a in report.artifacts if (a.format, a.precision) == (fmt, precision))
+from tests.conftest import artifact_path, run_cli
 
 
 def test_statistics_on_known_samples():
@@ -83,7 +79,7 @@ def test_job_rejects_bad_settings():
 
 def test_eval_reads_preprocessing_from_the_artifacts_and_matches_pytorch(lenet_artifacts, trained_lenet):
     """Every fp32 artifact, fed by its own metadata only, scores what PyTorch scored on the held-out split."""
-    paths = [trained_lenet] + [artifact(lenet_artifacts, f, "fp32") for f in ("onnx", "openvino", "tflite")]
+    paths = [trained_lenet] + [artifact_path(lenet_artifacts, f, "fp32") for f in ("onnx", "openvino", "tflite")]
     results = evaluate(paths, "digits")
     assert {r["runtime"] for r in results} == {"pytorch", "onnxruntime", "openvino", "litert"}
     for result in results:
@@ -93,8 +89,8 @@ def test_eval_reads_preprocessing_from_the_artifacts_and_matches_pytorch(lenet_a
 
 
 def test_bench_measures_interleaved_artifacts_with_accuracy(lenet_artifacts, trained_lenet, tmp_path):
-    paths = [artifact(lenet_artifacts, "onnx", p) for p in ("fp32", "int8")] + [
-        artifact(lenet_artifacts, f, "int8") for f in ("openvino", "tflite")
+    paths = [artifact_path(lenet_artifacts, "onnx", p) for p in ("fp32", "int8")] + [
+        artifact_path(lenet_artifacts, f, "int8") for f in ("openvino", "tflite")
     ]
     report = bench(BenchConfig([*paths, trained_lenet], threads=1, runs=20, warmup=2, data="digits"))
     (host,) = report.hosts
@@ -127,7 +123,7 @@ def test_bench_measures_interleaved_artifacts_with_accuracy(lenet_artifacts, tra
 
 
 def test_throughput_mode_adds_parallel_requests(lenet_artifacts):
-    path = artifact(lenet_artifacts, "tflite", "int8")
+    path = artifact_path(lenet_artifacts, "tflite", "int8")
     report = bench(BenchConfig([path], runs=5, warmup=1, mode="throughput"))
     parallel = report.hosts[0].results[0]["parallel"]
     assert parallel["workers"] == os.cpu_count() and parallel["throughput_ips"] > 0
@@ -153,7 +149,7 @@ def test_int8_not_faster_than_fp32_is_said():
 
 
 def test_cli_bench_prints_a_table_within_80_columns(lenet_artifacts, tmp_path):
-    paths = [str(artifact(lenet_artifacts, f, "int8")) for f in ("onnx", "openvino", "tflite")]
+    paths = [str(artifact_path(lenet_artifacts, f, "int8")) for f in ("onnx", "openvino", "tflite")]
     done = run_cli("bench", *paths, "--runs", "10", "--threads", "1", "--report", str(tmp_path / "r"))
     assert done.returncode == 0, done.stderr
     assert "lenet5_int8.onnx" in done.stdout and "×1st" in done.stdout and "1.00×" in done.stdout
@@ -164,7 +160,7 @@ def test_cli_bench_prints_a_table_within_80_columns(lenet_artifacts, tmp_path):
 
 
 def test_cli_eval_json(lenet_artifacts):
-    done = run_cli("eval", str(artifact(lenet_artifacts, "onnx", "int8")), "--data", "digits", "--json")
+    done = run_cli("eval", str(artifact_path(lenet_artifacts, "onnx", "int8")), "--data", "digits", "--json")
     assert done.returncode == 0, done.stderr
     (result,) = json.loads(done.stdout)["results"]
     assert result["images"] == 269 and 0 < result["top1"] <= result["top5"] <= 100
@@ -184,7 +180,7 @@ def test_cli_eval_json(lenet_artifacts):
     ],
 )
 def test_bad_input_is_one_line_and_exit_1(lenet_artifacts, tmp_path, make_args, message):
-    done = run_cli(*make_args(artifact(lenet_artifacts, "onnx", "int8"), tmp_path))
+    done = run_cli(*make_args(artifact_path(lenet_artifacts, "onnx", "int8"), tmp_path))
     assert done.returncode == 1, done.stdout
     assert "Traceback" not in done.stderr
     lines = done.stderr.strip().splitlines()
@@ -195,7 +191,7 @@ def test_bad_input_is_one_line_and_exit_1(lenet_artifacts, tmp_path, make_args, 
 @pytest.mark.parametrize("suffix", [".onnx", ".xml", ".tflite"])
 def test_truncated_artifact_is_a_clear_error(lenet_artifacts, tmp_path, suffix):
     fmt = {".onnx": "onnx", ".xml": "openvino", ".tflite": "tflite"}[suffix]
-    source = artifact(lenet_artifacts, fmt, "fp32")
+    source = artifact_path(lenet_artifacts, fmt, "fp32")
     damaged = tmp_path / source.name
     damaged.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
     if suffix == ".xml":
@@ -208,4 +204,4 @@ def test_truncated_artifact_is_a_clear_error(lenet_artifacts, tmp_path, suffix):
 def test_missing_runtime_names_the_install_line(lenet_artifacts, monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)  # what an environment without the package sees
     with pytest.raises(EdgeCNNError, match=r"openvino is not installed: pip install openvino"):
-        bench(BenchConfig([artifact(lenet_artifacts, "openvino", "fp32")], runs=1))
+        bench(BenchConfig([artifact_path(lenet_artifacts, "openvino", "fp32")], runs=1))

@@ -10,7 +10,7 @@ import pytest
 
 from edgecnn.bench.benchmark import BenchConfig, bench
 from edgecnn.errors import EdgeCNNError
-from tests.conftest import run_cli
+from tests.conftest import artifact_path, run_cli
 from tests.loopback_ssh import device_python, free_port, loopback_ssh
 
 DEVICE_VENV = Path(__file__).resolve().parent.parent / ".venv-device"
@@ -27,10 +27,6 @@ def device() -> str:
     return str(device_python(DEVICE_VENV))
 
 
-def artifact(report, fmt: str, precision: str) -> Path:
-    return next(Path(a.path) for a in report.artifacts if (a.format, a.precision) == (fmt, precision))
-
-
 def remote_config(ssh, device, paths, **settings) -> BenchConfig:
     return BenchConfig(paths, remote=ssh.alias, remote_python=device, ssh_config=ssh.config, **settings)
 
@@ -44,7 +40,7 @@ def test_the_device_python_is_an_old_stack_without_edgecnn(device):
 
 
 def test_remote_benchmark_returns_the_device_figures_and_accuracy(ssh, device, lenet_artifacts):
-    paths = [artifact(lenet_artifacts, "tflite", p) for p in ("fp32", "int8")]
+    paths = [artifact_path(lenet_artifacts, "tflite", p) for p in ("fp32", "int8")]
     report = bench(remote_config(ssh, device, paths, runs=30, threads=1, data="digits"))
     (host,) = report.hosts
     assert host.host == ssh.alias and host.error is None
@@ -64,7 +60,7 @@ def test_paths_with_spaces_and_quotes_cannot_reach_the_remote_shell(ssh, device,
     folder = tmp_path / "a b'c\"d $(touch pwned)"
     folder.mkdir()
     path = folder / "my model;rm -rf x.tflite"
-    shutil.copy(artifact(lenet_artifacts, "tflite", "fp32"), path)
+    shutil.copy(artifact_path(lenet_artifacts, "tflite", "fp32"), path)
     report = bench(remote_config(ssh, device, [path], runs=3))
     assert report.hosts[0].results[0]["artifact"] == str(path)
     assert not Path("pwned").exists() and not (Path.home() / "pwned").exists()
@@ -73,25 +69,25 @@ def test_paths_with_spaces_and_quotes_cannot_reach_the_remote_shell(ssh, device,
 def test_unreachable_host_is_a_clear_error(tmp_path, lenet_artifacts):
     config = tmp_path / "ssh_config"
     config.write_text(f"Host closed\n  HostName 127.0.0.1\n  Port {free_port()}\n")
-    path = artifact(lenet_artifacts, "tflite", "fp32")
+    path = artifact_path(lenet_artifacts, "tflite", "fp32")
     with pytest.raises(EdgeCNNError, match=r"cannot reach closed over SSH: .*(refused|closed)"):
         bench(BenchConfig([path], remote="closed", ssh_config=config, runs=3))
 
 
 def test_missing_runtime_on_the_device_is_a_clear_error(ssh, device, lenet_artifacts):
-    path = artifact(lenet_artifacts, "onnx", "fp32")
+    path = artifact_path(lenet_artifacts, "onnx", "fp32")
     with pytest.raises(EdgeCNNError, match=f"{ssh.alias}: onnxruntime is not installed: pip install onnxruntime"):
         bench(remote_config(ssh, device, [path], runs=3))
 
 
 def test_missing_python_on_the_device_is_a_clear_error(ssh, lenet_artifacts):
-    path = artifact(lenet_artifacts, "tflite", "fp32")
+    path = artifact_path(lenet_artifacts, "tflite", "fp32")
     with pytest.raises(EdgeCNNError, match="/opt/none/python3 not found there; point --remote-python"):
         bench(remote_config(ssh, "/opt/none/python3", [path], runs=3))
 
 
 def test_a_remote_run_past_its_timeout_is_a_clear_error(ssh, device, lenet_artifacts):
-    path = artifact(lenet_artifacts, "tflite", "int8")
+    path = artifact_path(lenet_artifacts, "tflite", "int8")
     with pytest.raises(EdgeCNNError, match="did not finish within 2 s"):
         bench(remote_config(ssh, device, [path], runs=None, min_time=6, timeout=2))
 
@@ -101,7 +97,7 @@ def test_fleet_measures_each_host_and_reports_the_one_that_failed(ssh, device, l
     config.write_text(ssh.config.read_text() + f"Host closed\n  HostName 127.0.0.1\n  Port {free_port()}\n")
     hosts = tmp_path / "hosts.txt"
     hosts.write_text(f"# the lab\n{ssh.alias} {device}\nclosed\n")
-    path = artifact(lenet_artifacts, "tflite", "int8")
+    path = artifact_path(lenet_artifacts, "tflite", "int8")
     done = run_cli("bench", str(path), "--fleet", str(hosts), "--ssh-config", str(config), "--runs", "5", "--json")
     assert done.returncode == 1  # a board that could not be measured fails the command
     measured, failed = json.loads(done.stdout)["hosts"]
@@ -110,7 +106,7 @@ def test_fleet_measures_each_host_and_reports_the_one_that_failed(ssh, device, l
 
 
 def test_cli_remote_prints_the_device_table(ssh, device, lenet_artifacts):
-    path = artifact(lenet_artifacts, "tflite", "int8")
+    path = artifact_path(lenet_artifacts, "tflite", "int8")
     args = ["bench", str(path), "--remote", ssh.alias, "--remote-python", device, "--ssh-config", str(ssh.config)]
     done = run_cli(*args, "--runs", "5")
     assert done.returncode == 0, done.stderr

@@ -8,6 +8,7 @@ split is used (the split travels in the artifact's metadata).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -69,7 +70,9 @@ class BenchConfig:
             if missing:
                 raise EdgeCNNError(f"artifact not found: {', '.join(missing)}")
 
+    @functools.cached_property
     def hosts(self) -> list[Host]:
+        """Where to measure: [] for this machine; the fleet file is read once."""
         if self.fleet:
             return read_fleet(self.fleet, self.remote_python)
         return [Host(self.remote, self.remote_python)] if self.remote else []
@@ -172,7 +175,7 @@ def bench(config: BenchConfig) -> BenchReport:
             min_time=config.min_time,
             mode=config.mode,
         )
-        hosts = config.hosts()
+        hosts = config.hosts
         if not hosts:  # here the artifacts are read where they are; only a device needs the staged names
             local = [dataclasses.replace(item, path=str(files[item.path].resolve())) for item in items]
             outcome = run_job(dataclasses.replace(job, artifacts=local), Path(scratch))
@@ -209,7 +212,7 @@ def _stage(config: BenchConfig, scratch: Path) -> tuple[dict[str, Path], list[Ar
     files: dict[str, Path] = {}
     items = []
     prepared: dict[str, tuple[str, str]] = {}
-    remote = bool(config.hosts())
+    remote = bool(config.hosts)
     for index, path in enumerate(config.artifacts):
         name = f"artifact_{index}{path.suffix}"
         for part in artifact_files(path):
