@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich import box
@@ -18,6 +18,9 @@ from edgecnn import __version__
 from edgecnn.data.augment import DEFAULT_AUGMENT
 from edgecnn.errors import EdgeCNNError
 from edgecnn.train.config import LossName, OptimizerName, SchedulerName
+
+if TYPE_CHECKING:
+    from edgecnn.bench.gate import GateReport
 
 SCHEMA_VERSION = 1
 console = Console()
@@ -398,12 +401,142 @@ def eval_command(
     console.print(table)
 
 
+@app.command("check")
+def check_command(
+    candidates: Annotated[
+        list[Path], typer.Argument(help="Artifacts to gate (.onnx, .xml, .tflite, or a .pt checkpoint).")
+    ],
+    baseline: Annotated[
+        Path, typer.Option(help="The reference: a checkpoint, an artifact, or a baseline.json of its answers.")
+    ],
+    data: Annotated[
+        str, typer.Option(help="'digits' or an image folder; a model's own data gives its held-out split.")
+    ],
+    max_drop: Annotated[float, typer.Option(min=0, help="Fail when accuracy falls more points than this.")] = 1.0,
+    min_agreement: Annotated[
+        float, typer.Option(min=0, max=1, help="Fail when top-1 agreement with the baseline is under this fraction.")
+    ] = 0.99,
+    metric: Annotated[str, typer.Option(help="top1 or top5.")] = "top1",
+    runtime: RuntimeOption = "auto",
+    device: DeviceOption = "cpu",
+    junit: Annotated[Path | None, typer.Option(help="Write JUnit XML here (one test case per candidate).")] = None,
+    summary: Annotated[
+        Path | None, typer.Option(help="Write a Markdown summary here (e.g. $GITHUB_STEP_SUMMARY).")
+    ] = None,
+    report: Annotated[Path | None, typer.Option(help="Write the full result as JSON here.")] = None,
+    update_baseline: Annotated[
+        Path | None,
+        typer.Option(help="Store the baseline's answers in this file (baseline.json) for later --baseline runs."),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Accuracy-regression gate: exit 0 when every candidate passes, 1 when one regressed, 2 when one
+    could not be evaluated (missing data, unreadable artifact): a broken input never passes."""
+    from edgecnn._io import write_json
+    from edgecnn.bench.gate import GateConfig, load_baseline, run_gate, write_outputs
+
+    try:
+        config = GateConfig(
+            candidates=candidates,
+            baseline=baseline,
+            data=data,
+            max_drop=max_drop,
+            min_agreement=min_agreement,
+            metric=metric,
+            runtime=runtime,
+            device=device,
+        )
+        with err_console.status(f"evaluating the baseline and {len(candidates)} candidate(s)"):
+            reference = load_baseline(config)
+            if update_baseline:
+                write_json(update_baseline, reference.to_dict())
+            result = run_gate(config, reference)
+    except EdgeCNNError as exc:
+        _print_error(exc)
+        raise typer.Exit(2) from None
+    written = write_outputs(result, junit=junit, summary=summary, json_path=report)
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        _print_gate(result)
+        for path in [*written, *([update_baseline] if update_baseline else [])]:
+            console.print(str(path), highlight=False)
+    raise typer.Exit(result.exit_code)
+
+
+@app.command("run")
+def run_command(
+    recipe: Annotated[Path, typer.Argument(help="A recipe YAML file (see recipes/).")],
+    force: Annotated[bool, typer.Option("--force", help="Run every step again, ignoring earlier results.")] = False,
+    output: Annotated[
+        Path | None, typer.Option(help="Folder for the steps and the report (default: the recipe's).")
+    ] = (None),
+    as_json: JsonFlag = False,
+) -> None:
+    """Run a whole pipeline from one recipe: steps reuse earlier results whose inputs did not change.
+
+    Exit code: 0, or the worst step's (a gate: 1 failed, 2 could not evaluate).
+    """
+    from edgecnn.bench.gate import GateError
+    from edgecnn.recipe import load_recipe, run_recipe
+
+    loaded = load_recipe(recipe)
+    if output is not None:
+        loaded.output = output
+    total = len(loaded.steps)
+
+    def announce(index: int, step: Any, message: str) -> None:
+        if not as_json:
+            err_console.print(
+                f"[bold][{index + 1}/{total}] {step.name or step.kind}[/bold]: {message}", highlight=False
+            )
+
+    try:
+        result = run_recipe(loaded, force=force, on_step=announce)
+    except GateError as exc:  # the gate's contract: could not evaluate is exit code 2, never a pass
+        _print_error(exc)
+        raise typer.Exit(2) from None
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2, default=str))
+    else:
+        ran = sum(record.status == "ran" for record in result.steps)
+        console.print(f"{loaded.name}: {ran} step(s) ran, {total - ran} reused; exit code {result.exit_code}")
+        for path in result.report:
+            console.print(path, highlight=False)
+    raise typer.Exit(result.exit_code)
+
+
+def _print_gate(result: GateReport) -> None:
+    """The verdicts at a glance; per-class changes and flipped images are in --summary and --report."""
+    table = Table(
+        title=f"baseline {Path(result.baseline).name} ({result.baseline_runtime}): "
+        f"{result.metric} {result.baseline_accuracy:.2f}% on {result.images} images",
+        caption=f"fail: drop > {result.max_drop:g} point(s) or agreement < {result.min_agreement:.1%}",
+        box=box.SIMPLE_HEAD,
+    )
+    table.add_column("artifact", no_wrap=True)
+    for column in (result.metric, "drop", "agree", "verdict"):
+        table.add_column(column, justify="right", no_wrap=True)
+    marks = {"pass": "[green]pass[/green]", "fail": "[red]FAIL[/red]", "error": "[yellow]not evaluated[/yellow]"}
+    for v in result.verdicts:
+        figures = ["–"] * 3 if v.accuracy is None else [f"{v.accuracy:.2f}%", f"{v.drop:+.2f}", f"{v.agreement:.1%}"]
+        table.add_row(Path(v.artifact).name, *figures, marks[v.status])
+    console.print(table)
+    for v in result.verdicts:
+        for line in [*v.reasons, *([v.noise] if v.noise and v.status != "pass" else [])]:
+            console.print(f"  {Path(v.artifact).name}: {line}", highlight=False, markup=False)
+
+
 def _si(count: int) -> str:
     """A count with a unit a person reads at a glance: 416K, 301M, 1.81G."""
     for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
         if count >= scale:
             return f"{count / scale:.3g}{unit}" if count < 100 * scale else f"{count / scale:,.0f}{unit}"
     return str(count)
+
+
+def _print_error(exc: BaseException) -> None:
+    err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
 
 
 def main() -> None:
@@ -413,7 +546,7 @@ def main() -> None:
     except EdgeCNNError as exc:
         if os.environ.get("EDGECNN_DEBUG") == "1":
             raise
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        _print_error(exc)
         sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("interrupted")

@@ -24,7 +24,14 @@ from edgecnn.bench.remote import Host, read_fleet, run_remote
 from edgecnn.data.datasets import open_source, preprocess_images
 from edgecnn.data.preprocessing import Preprocessing
 from edgecnn.errors import EdgeCNNError
-from edgecnn.runtime.base import artifact_files, open_runner, run_in_batches, runtime_for
+from edgecnn.runtime.base import (
+    Runner,
+    artifact_files,
+    one_line_error,
+    open_runner,
+    run_in_batches,
+    runtime_for,
+)
 
 SCHEMA_VERSION = 1
 LOCAL = "local"
@@ -118,6 +125,8 @@ class EvalImages:
     images: np.ndarray
     labels: np.ndarray
     description: str
+    indices: list[int]  # which images of the source, so two evaluations can be matched image by image
+    fingerprint: str  # of the source's contents
 
 
 def eval_images(data: str, metadata: dict[str, Any]) -> EvalImages:
@@ -131,7 +140,8 @@ def eval_images(data: str, metadata: dict[str, Any]) -> EvalImages:
             f"the artifact's {len(classes)} classes are not the {len(source.classes)} classes of {source.name}"
         )
     held_out = metadata.get("held_out")
-    if held_out and held_out["fingerprint"] == source.fingerprint():
+    fingerprint = source.fingerprint()
+    if held_out and held_out["fingerprint"] == fingerprint:
         indices = list(held_out["test_indices"])
         description = f"{source.name}: the {len(indices)} held-out test images of the training split"
     else:
@@ -140,18 +150,38 @@ def eval_images(data: str, metadata: dict[str, Any]) -> EvalImages:
     preprocessing = Preprocessing.from_dict(metadata["preprocessing"])
     source.check_min_size(preprocessing.crop)
     images = preprocess_images(source, indices, preprocessing)
-    return EvalImages(images, np.array([source.labels[i] for i in indices]), description)
+    labels = np.array([source.labels[i] for i in indices])
+    return EvalImages(images, labels, description, indices, fingerprint)
+
+
+@dataclass
+class Predictions:
+    """One artifact's logits on ``data``, computed in its own runtime."""
+
+    runner: Runner
+    images: EvalImages
+    logits: np.ndarray
+
+
+def predict(path: Path, data: str, runtime: str = "auto", device: str = "cpu") -> Predictions:
+    runner = open_runner(path, runtime=runtime, device=device)
+    prepared = eval_images(data, runner.metadata)
+    batch = _fixed_batch(runner.metadata) or 32
+    try:
+        logits = run_in_batches(runner, prepared.images, batch)
+    except Exception as exc:  # each runtime raises its own types for an artifact it cannot run
+        raise one_line_error(f"{runner.name} failed to run {path}", exc) from exc
+    return Predictions(runner, prepared, logits)
 
 
 def evaluate(artifacts: list[Path], data: str, runtime: str = "auto", device: str = "cpu") -> list[dict[str, Any]]:
     """Top-1/top-5 of each artifact in its own runtime."""
     results = []
     for path in artifacts:
-        runner = open_runner(path, runtime=runtime, device=device)
-        prepared = eval_images(data, runner.metadata)
-        batch = _fixed_batch(runner.metadata) or 32
-        scores = accuracy(run_in_batches(runner, prepared.images, batch), prepared.labels)
-        results.append({"artifact": str(path), "runtime": runner.name, "data": prepared.description, **scores})
+        predicted = predict(path, data, runtime, device)
+        scores = accuracy(predicted.logits, predicted.images.labels)
+        description = predicted.images.description
+        results.append({"artifact": str(path), "runtime": predicted.runner.name, "data": description, **scores})
     return results
 
 

@@ -26,7 +26,7 @@ from edgecnn.bench.measure import (
     time_interleaved,
 )
 from edgecnn.errors import EdgeCNNError
-from edgecnn.runtime.base import Runner, artifact_size, open_runner, run_in_batches
+from edgecnn.runtime.base import Runner, artifact_size, one_line_error, open_runner, run_in_batches
 
 SCHEMA_VERSION = 1
 MODES = ("latency", "throughput")
@@ -113,8 +113,7 @@ def _call_checked(runner: Runner, path: str, call: Any) -> None:
     try:
         call()
     except Exception as exc:  # each runtime raises its own types for a shape it cannot take
-        lines = str(exc).strip().splitlines()
-        raise EdgeCNNError(f"{runner.name} failed to run {Path(path).name}: {lines[0] if lines else exc!r}") from exc
+        raise one_line_error(f"{runner.name} failed to run {Path(path).name}", exc) from exc
 
 
 def run_job(job: Job, base: Path = Path(".")) -> dict[str, Any]:

@@ -180,7 +180,7 @@ def _plots(report: BenchReport, folder: Path) -> list[Path]:
             samples.append(result.get("samples_ms") or [result["latency"]["p50_ms"]])
             name = Path(result["artifact"]).name
             labels.append(f"{host.host}: {name}" if len(measured) > 1 else name)
-    axes.boxplot(samples, vert=False, showfliers=True)
+    axes.boxplot(samples, orientation="horizontal", showfliers=True)
     axes.set_yticks(range(1, len(labels) + 1), labels)
     axes.set_xscale("log")
     axes.set_xlabel("latency per call (ms, log scale)")

@@ -133,10 +133,15 @@ def import_runtime(module: str, install: str) -> Any:
         raise EdgeCNNError(f"{module} is not installed: pip install {install}") from None
 
 
-def load_error(runtime: str, path: Path, exc: BaseException) -> EdgeCNNError:
-    """A runtime's own exception for a file it cannot load, as one line that names the file."""
+def one_line_error(what: str, exc: BaseException) -> EdgeCNNError:
+    """A runtime's own exception (each raises its own types) as one line after ``what`` happened."""
     lines = str(exc).strip().splitlines()
-    return EdgeCNNError(f"{runtime} cannot load {path}: {lines[0] if lines else type(exc).__name__}")
+    return EdgeCNNError(f"{what}: {lines[0] if lines else type(exc).__name__}")
+
+
+def load_error(runtime: str, path: Path, exc: BaseException) -> EdgeCNNError:
+    """A file the runtime cannot load, as one line that names the file."""
+    return one_line_error(f"{runtime} cannot load {path}", exc)
 
 
 def pinned_precision_unsupported(runtime: str, precision: str | None) -> None:
