@@ -136,7 +136,7 @@ EXPORT = "name: x\nsteps:\n  - step: export\n    model: lenet5\n"
         (TRAIN + "    epoch: 3\n", 5, "unknown key 'epoch'; did you mean 'epochs'?"),
         (TRAIN + "    epochs: many\n", 5, "epochs: Input should be a valid integer"),
         (TRAIN + "    epochs: 0\n", 3, "epochs must be at least 1"),
-        ("name: x\nsteps:\n  - step: prune\n", 3, "valid: train, export, bench, check"),
+        ("name: x\nsteps:\n  - step: quantise\n", 3, "valid: train, prune, export, bench, check"),
         (TRAIN + "    loss: hinge\n", 5, "'cross_entropy' or 'mse'"),
         ("name: x\nsteps:\n  - step: export\n    int8: true\n", 3, "needs checkpoint from an earlier step"),
         (EXPORT + "  - step: check\n    data: digits\n", 5, "needs int8_artifacts"),
@@ -163,3 +163,17 @@ def test_cli_recipe_error_is_one_line_and_exit_1(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {path}:4: steps[0] (train): modle: unknown key 'modle'")
     assert "did you mean 'model'?" in lines[0]
+
+
+def test_a_prune_step_hands_the_pruned_checkpoint_to_the_next_steps(tmp_path):
+    path = tmp_path / "recipe.yaml"
+    text = LENET.format(output=tmp_path / "run", epochs=1, max_drop=50, formats="onnx")
+    text = text.replace("  - step: export", "  - step: prune\n    ratio: 0.5\n    finetune_epochs: 1\n  - step: export")
+    path.write_text(text)
+    result = run_recipe(load_recipe(path))
+    assert [record.kind for record in result.steps] == ["train", "prune", "export", "check"]
+    gate = json.loads((tmp_path / "run/04-check/check.json").read_text())
+    assert gate["baseline"].endswith("02-prune/pruned.pt")
+    export_report = json.loads((tmp_path / "run/03-export/export.json").read_text())
+    assert export_report["weights"] == "checkpoint:pruned.pt"
+    assert "| parameters |" in (tmp_path / "run/report.md").read_text()

@@ -19,9 +19,10 @@ from typing import Any, TypeVar
 from torch import nn
 
 from edgecnn.data.preprocessing import Preprocessing
-from edgecnn.errors import EdgeCNNError, UnknownModelError
+from edgecnn.errors import EdgeCNNError, UnknownModelError, WeightsError
 from edgecnn.models._weights import PretrainedWeights, fetch_weights, load_into, read_state_dict
 from edgecnn.models.complexity import check_input_size
+from edgecnn.models.layers import reshape_layers
 
 Builder = TypeVar("Builder", bound=Callable[..., nn.Module])
 Resolution = int | Callable[[Mapping[str, Any]], int]
@@ -75,9 +76,10 @@ class ModelMeta:
     class_names: list[str]
     weights: str = "random"
     notes: list[str] = field(default_factory=list)
+    layer_shapes: dict[str, list[int]] | None = None  # channel counts pruning changed (layers.layer_dims)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        described = {
             "name": self.name,
             "kwargs": dict(self.kwargs),
             "preprocessing": self.preprocessing.to_dict(),
@@ -85,6 +87,7 @@ class ModelMeta:
             "weights": self.weights,
             "notes": list(self.notes),
         }
+        return {**described, "layer_shapes": self.layer_shapes} if self.layer_shapes else described
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -137,13 +140,15 @@ def create_model(
     weights: str | Path | None = None,
     input_size: int | None = None,
     progress: bool = True,
+    layer_shapes: dict[str, list[int]] | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """Build a registered model.
 
     ``weights`` is ``None`` (random initialisation), ``"imagenet"`` (torchvision's checkpoint,
     downloaded once into the cache) or a path to a state dict. ``input_size`` overrides the
-    resolution recorded in the model's preprocessing. Keyword arguments set to ``None`` are dropped,
+    resolution recorded in the model's preprocessing. ``layer_shapes`` rebuilds a pruned model (the
+    channel counts its checkpoint recorded) before the weights load. Keyword arguments set to ``None`` are dropped,
     so callers can pass optional CLI values straight through. The model's :class:`ModelMeta` is
     attached as ``model.edgecnn_meta``.
     """
@@ -159,6 +164,11 @@ def create_model(
         kwargs = {**spec.pretrained.builder_kwargs, **kwargs}
     _check_kwargs(spec, kwargs)
     model = spec.builder(**kwargs)
+    if layer_shapes:
+        try:
+            reshape_layers(model, layer_shapes, spec.classifier)
+        except ValueError as exc:
+            raise WeightsError(f"cannot rebuild the pruned {name}: {exc}") from None
 
     preprocessing = spec.preprocessing(kwargs, pretrained=imagenet)
     if input_size is not None:
@@ -167,7 +177,7 @@ def create_model(
         preprocessing = preprocessing.with_input_size(input_size)
         check_input_size(model, preprocessing.input_shape)
     num_classes = kwargs.get("num_classes", spec.parameters()["num_classes"].default)
-    meta = ModelMeta(name, kwargs, preprocessing, default_class_names(num_classes))
+    meta = ModelMeta(name, kwargs, preprocessing, default_class_names(num_classes), layer_shapes=layer_shapes)
     if weights is not None:
         if imagenet:
             assert spec.pretrained is not None

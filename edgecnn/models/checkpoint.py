@@ -60,7 +60,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise WeightsError(f"{path} is not an edgecnn checkpoint (a plain state dict goes in --weights)")
     metadata = json.loads(payload["metadata"])
     described = metadata["model"]
-    model = create_model(described["name"], **described["kwargs"])
+    model = create_model(described["name"], layer_shapes=described.get("layer_shapes"), **described["kwargs"])
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:

@@ -137,3 +137,56 @@ def init_weights(model: nn.Module) -> None:
         elif isinstance(module, nn.Linear):
             nn.init.normal_(module.weight, 0, 0.01)
             nn.init.zeros_(module.bias)
+
+
+def layer_dims(model: nn.Module) -> dict[str, list[int]]:
+    """The channel counts that pruning can change: convolutions [in, out, groups], linear layers
+    [in, out], batch norms [features]."""
+    dims: dict[str, list[int]] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            dims[name] = [module.in_channels, module.out_channels, module.groups]
+        elif isinstance(module, nn.Linear):
+            dims[name] = [module.in_features, module.out_features]
+        elif isinstance(module, nn.BatchNorm2d):
+            dims[name] = [module.num_features]
+    return dims
+
+
+def head_layer(model: nn.Module, classifier: str) -> str:
+    """The layer that outputs the classes: the classifier, or the last linear layer inside it."""
+    linear = [
+        n
+        for n, m in model.named_modules()
+        if (n == classifier or n.startswith(f"{classifier}.")) and isinstance(m, nn.Linear)
+    ]
+    return linear[-1] if linear else classifier
+
+
+def reshape_layers(model: nn.Module, dims: dict[str, list[int]], classifier: str) -> None:
+    """Give freshly built layers the channel counts a pruned checkpoint recorded (freshly initialised;
+    the weights are loaded afterwards). The head keeps its own number of classes."""
+    head = head_layer(model, classifier)
+    for name, shape in dims.items():
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            raise ValueError(f"the recorded layer {name!r} does not exist in this model") from None
+        if isinstance(module, nn.Conv2d):
+            module.in_channels, module.out_channels, module.groups = shape
+            kernel = (module.out_channels, module.in_channels // module.groups, *module.kernel_size)
+            module.weight = nn.Parameter(torch.empty(kernel))
+        elif isinstance(module, nn.Linear):
+            module.in_features = shape[0]
+            if name != head:
+                module.out_features = shape[1]
+            module.weight = nn.Parameter(torch.empty(module.out_features, module.in_features))
+        elif isinstance(module, nn.BatchNorm2d):
+            module.num_features = shape[0]
+            module.weight, module.bias = (nn.Parameter(torch.empty(shape[0])) for _ in range(2))
+            module.running_mean, module.running_var = torch.zeros(shape[0]), torch.ones(shape[0])
+        else:
+            raise ValueError(f"the recorded layer {name!r} is a {type(module).__name__}, which cannot be reshaped")
+        if getattr(module, "bias", None) is not None and not isinstance(module, nn.BatchNorm2d):
+            module.bias = nn.Parameter(torch.empty(module.weight.shape[0]))
+        module.reset_parameters()

@@ -15,9 +15,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgecnn.errors import EdgeCNNError
-from edgecnn.recipe.steps import STEP_TYPES, BenchStep, CheckStep, ExportStep, Step, TrainStep
+from edgecnn.recipe.steps import STEP_TYPES, BenchStep, CheckStep, ExportStep, PruneStep, Step, TrainStep
 
-AnyStep = Annotated[TrainStep | ExportStep | BenchStep | CheckStep, Field(discriminator="step")]
+AnyStep = Annotated[TrainStep | PruneStep | ExportStep | BenchStep | CheckStep, Field(discriminator="step")]
 STEP_KINDS = {step.kind: step for step in STEP_TYPES}
 
 

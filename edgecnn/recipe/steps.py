@@ -2,8 +2,8 @@
 
 A step's keys are generated from the stage's own config dataclass (``TrainConfig``, ``ExportConfig``,
 ``BenchConfig``, ``GateConfig``), so the recipe schema and the command line cannot drift apart. Steps
-hand each other *products* (``checkpoint``, ``artifacts``, …); a new stage such as pruning is one more
-class in ``STEP_TYPES``.
+hand each other *products* (``checkpoint``, ``artifacts``, …); a new stage is one more class in
+``STEP_TYPES`` (pruning came that way).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from edgecnn.bench.benchmark import BenchConfig
 from edgecnn.bench.gate import GateConfig
 from edgecnn.errors import EdgeCNNError
 from edgecnn.export.pipeline import ExportConfig
+from edgecnn.optimize.prune import PruneConfig
 from edgecnn.runtime.base import artifact_files
 from edgecnn.train.config import TrainConfig
 
@@ -68,12 +69,13 @@ class Step(BaseModel):
         return ""
 
 
-def config_fields(config: type, exclude: set[str], **overrides: Any) -> type[Step]:
-    """A ``Step`` base whose keys are ``config``'s fields (types and defaults), less ``exclude``."""
+def config_fields(config: type, exclude: set[str], base: type[Step] = Step, **overrides: Any) -> type[Step]:
+    """A ``base`` whose keys are ``config``'s fields (types and defaults), less ``exclude`` and the keys
+    ``base`` declares itself."""
     hints = typing.get_type_hints(config)
     fields: dict[str, Any] = {}
     for item in dataclasses.fields(config):
-        if item.name in exclude:
+        if item.name in exclude or item.name in base.model_fields:
             continue
         if item.default is not dataclasses.MISSING:
             default = item.default
@@ -83,7 +85,7 @@ def config_fields(config: type, exclude: set[str], **overrides: Any) -> type[Ste
             default = ...
         fields[item.name] = (hints[item.name], default)
     fields.update(overrides)
-    return create_model(f"{config.__name__}Keys", __base__=Step, **fields)
+    return create_model(f"{config.__name__}Keys", __base__=base, **fields)
 
 
 def _checked(build: Any) -> None:
@@ -115,7 +117,32 @@ def relative(paths: list[Path], folder: Path) -> list[str]:
     return [str(Path(p).resolve().relative_to(folder.resolve())) for p in paths]
 
 
-class TrainStep(config_fields(TrainConfig, exclude={"output"})):  # type: ignore[misc]
+class ModelStep(Step):
+    """A step whose ``model`` (a name or a checkpoint) defaults to the checkpoint an earlier step made."""
+
+    config: ClassVar[type]
+    model: str | None = None
+
+    @model_validator(mode="after")
+    def _valid(self) -> ModelStep:
+        _checked(lambda: self.config(**{**_keys(self), "model": self.model or "earlier-step.pt"}))
+        return self
+
+    def needs(self) -> list[str]:
+        return [] if self.model else ["checkpoint"]
+
+    def _model(self, products: Products) -> str:
+        return self.model or str(products["checkpoint"])
+
+    def _model_digest(self, products: Products) -> str | None:
+        model = Path(self._model(products))
+        return digest(model) if model.is_file() else None
+
+    def _stage_config(self, products: Products, folder: Path) -> Any:
+        return self.config(**{**_keys(self), "model": self._model(products)}, output=folder)
+
+
+class TrainStep(config_fields(TrainConfig, {"output"})):  # type: ignore[misc]
     """Train or fine-tune; makes the best checkpoint."""
 
     kind: ClassVar[str] = "train"
@@ -162,31 +189,54 @@ class TrainStep(config_fields(TrainConfig, exclude={"output"})):  # type: ignore
         )
 
 
-class ExportStep(config_fields(ExportConfig, exclude={"output"}, model=(str | None, None))):  # type: ignore[misc]
+class PruneStep(config_fields(PruneConfig, {"output"}, ModelStep)):  # type: ignore[misc]
+    """Prune (and fine-tune) the checkpoint; makes the pruned checkpoint, which later steps take."""
+
+    kind: ClassVar[str] = "prune"
+    config: ClassVar[type] = PruneConfig
+    step: Literal["prune"]
+
+    def makes(self) -> list[str]:
+        return ["checkpoint"]
+
+    def inputs(self, products: Products) -> dict[str, Any]:
+        return {"model": self._model_digest(products), "data": data_fingerprint(self.data)}
+
+    def run(self, products: Products, folder: Path) -> Outcome:
+        from edgecnn.optimize.prune import prune
+
+        report = prune(self._stage_config(products, folder))
+        before, after = report.before, report.after
+        summary = {
+            "params": [before.params, after.params],
+            "macs": [before.macs, after.macs],
+            "accuracy": [before.accuracy, after.accuracy],
+        }
+        return Outcome({"checkpoint": "pruned.pt"}, summary)
+
+    def headline(self, outcome: Outcome) -> str:
+        (p0, p1), (m0, m1), (a0, a1) = (outcome.summary[k] for k in ("params", "macs", "accuracy"))
+        accuracy = "" if a0 is None or a1 is None else f", top-1 {a0:.2f}% → {a1:.2f}%"
+        return f"parameters ×{p1 / p0:.2f}, MACs ×{m1 / m0:.2f}{accuracy}"
+
+    def section(self, folder: Path, outcome: Outcome) -> str:
+        return (folder / "prune.md").read_text().split("\n", 1)[1].strip()
+
+
+class ExportStep(config_fields(ExportConfig, {"output"}, ModelStep)):  # type: ignore[misc]
     """Fold BatchNorm, export and quantize, verify in each runtime; makes the artifacts."""
 
     kind: ClassVar[str] = "export"
+    config: ClassVar[type] = ExportConfig
     step: Literal["export"]
-
-    @model_validator(mode="after")
-    def _valid(self) -> ExportStep:
-        _checked(lambda: ExportConfig(**{**_keys(self), "model": self.model or "earlier-step.pt"}))
-        return self
-
-    def needs(self) -> list[str]:
-        return [] if self.model else ["checkpoint"]
 
     def makes(self) -> list[str]:
         return ["artifacts", "fp32_artifacts", *(["int8_artifacts"] if self.int8 else [])]
 
-    def _model(self, products: Products) -> str:
-        return self.model or str(products["checkpoint"])
-
     def inputs(self, products: Products) -> dict[str, Any]:
-        model = Path(self._model(products))
         weights = Path(self.weights) if self.weights and Path(self.weights).is_file() else None
         return {
-            "model": digest(model) if model.is_file() else None,
+            "model": self._model_digest(products),
             "weights": digest(weights) if weights else None,
             "calib": data_fingerprint(self.calib),
         }
@@ -194,7 +244,7 @@ class ExportStep(config_fields(ExportConfig, exclude={"output"}, model=(str | No
     def run(self, products: Products, folder: Path) -> Outcome:
         from edgecnn.export import export
 
-        report = export(ExportConfig(**{**_keys(self), "model": self._model(products)}, output=folder))
+        report = export(self._stage_config(products, folder))
         paths = [Path(a.path) for a in report.artifacts]
         by_precision = {
             p: relative([Path(a.path) for a in report.artifacts if a.precision == p], folder) for p in ("fp32", "int8")
@@ -230,7 +280,7 @@ class ExportStep(config_fields(ExportConfig, exclude={"output"}, model=(str | No
         return "\n".join(lines)
 
 
-class BenchStep(config_fields(BenchConfig, exclude={"artifacts"}, artifacts=(list[Path] | None, None))):  # type: ignore[misc]
+class BenchStep(config_fields(BenchConfig, {"artifacts"}, artifacts=(list[Path] | None, None))):  # type: ignore[misc]
     """Benchmark the checkpoint and the artifacts (here, on a remote host or a fleet); makes a report."""
 
     kind: ClassVar[str] = "bench"
@@ -332,4 +382,4 @@ class CheckStep(
         return f"**{title.removeprefix('## edgecnn check: ')}**\n" + body.replace("\n### ", "\n#### ").rstrip()
 
 
-STEP_TYPES: tuple[type[Step], ...] = (TrainStep, ExportStep, BenchStep, CheckStep)
+STEP_TYPES: tuple[type[Step], ...] = (TrainStep, PruneStep, ExportStep, BenchStep, CheckStep)

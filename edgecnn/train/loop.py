@@ -86,7 +86,9 @@ def build_model(config: TrainConfig, source: ImageSource) -> tuple[nn.Module, Mo
         kwargs = {**described["kwargs"], "num_classes": num_classes}
         if config.dropout is not None:
             kwargs["dropout"] = config.dropout
-        model = create_model(described["name"], weights=config.model, **kwargs)
+        model = create_model(
+            described["name"], weights=config.model, layer_shapes=described.get("layer_shapes"), **kwargs
+        )
         preprocessing = Preprocessing.from_dict(described["preprocessing"])
         name = described["name"]
     else:
