@@ -32,14 +32,15 @@ RATIOS = (0.3, 0.5)
 
 
 def checkpoints(model: str, scratch: Path, epochs: int) -> dict[str, Path]:
-    """Unpruned and pruned checkpoints, reused when a previous run left them."""
+    """Unpruned and pruned checkpoints, reused when a previous run finished them (an interrupted run
+    leaves best.pt but not metrics.json / prune.json, which are written last)."""
     trained = scratch / model / "train" / "best.pt"
-    if not trained.exists():
+    if not (trained.parent / "metrics.json").exists():
         train(TrainConfig(model, input_size=64, epochs=epochs, output=trained.parent), progress=False)
     found = {"0%": trained}
     for ratio in RATIOS:
         pruned = scratch / model / f"pruned{ratio:.0%}" / "pruned.pt"
-        if not pruned.exists():
+        if not (pruned.parent / "prune.json").exists():
             prune(PruneConfig(str(trained), ratio=ratio, output=pruned.parent), progress=False)
         found[f"{ratio:.0%}"] = pruned
     return found

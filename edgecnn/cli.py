@@ -538,7 +538,7 @@ def run_command(
     force: Annotated[bool, typer.Option("--force", help="Run every step again, ignoring earlier results.")] = False,
     output: Annotated[
         Path | None, typer.Option(help="Folder for the steps and the report (default: the recipe's).")
-    ] = (None),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Run a whole pipeline from one recipe: steps reuse earlier results whose inputs did not change.

@@ -205,3 +205,11 @@ def test_missing_runtime_names_the_install_line(lenet_artifacts, monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)  # what an environment without the package sees
     with pytest.raises(EdgeCNNError, match=r"openvino is not installed: pip install openvino"):
         bench(BenchConfig([artifact_path(lenet_artifacts, "openvino", "fp32")], runs=1))
+
+
+def test_bench_leaves_the_process_thread_count_as_it_was(trained_lenet):
+    import torch
+
+    before = torch.get_num_threads()
+    bench(BenchConfig([trained_lenet], threads=1, warmup=1, runs=2))
+    assert torch.get_num_threads() == before

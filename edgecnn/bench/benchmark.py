@@ -7,10 +7,12 @@ split is used (the split travels in the artifact's metadata).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import tempfile
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -208,7 +210,8 @@ def bench(config: BenchConfig) -> BenchReport:
         hosts = config.hosts
         if not hosts:  # here the artifacts are read where they are; only a device needs the staged names
             local = [dataclasses.replace(item, path=str(files[item.path].resolve())) for item in items]
-            outcome = run_job(dataclasses.replace(job, artifacts=local), Path(scratch))
+            with _torch_threads_kept():
+                outcome = run_job(dataclasses.replace(job, artifacts=local), Path(scratch))
             results = [_host_result(LOCAL, outcome, config.artifacts)]
         else:
             with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
@@ -217,6 +220,19 @@ def bench(config: BenchConfig) -> BenchReport:
     if len(results) == 1 and results[0].error:
         raise EdgeCNNError(results[0].error)
     return BenchReport(_method(config), results)
+
+
+@contextlib.contextmanager
+def _torch_threads_kept() -> Iterator[None]:
+    """PyTorch's thread count is process-wide: measuring a checkpoint at --threads 1 must not leave what
+    runs next in this process (a recipe's next step, the rest of ``edgecnn prune``) on one thread."""
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _on_host(host: Host, job: dict[str, Any], files: dict[str, Path], config: BenchConfig) -> HostResult:

@@ -96,8 +96,9 @@ def _checked(build: Any) -> None:
         raise ValueError(str(exc)) from None
 
 
-def _keys(step: BaseModel, *drop: str) -> dict[str, Any]:
-    return {key: getattr(step, key) for key in type(step).model_fields if key not in ("step", "name", *drop)}
+def _keys(step: BaseModel) -> dict[str, Any]:
+    """The step's keys that are its stage's options."""
+    return {key: getattr(step, key) for key in type(step).model_fields if key not in ("step", "name")}
 
 
 def digest(path: Path) -> str:
