@@ -240,7 +240,7 @@ def prune(config: PruneConfig, progress: bool = True) -> PruneReport:
         done, target = config.ratio * (step - 1) / config.iterative, config.ratio * step / config.iterative
         if progress:
             what = "weights" if config.unstructured else "channels"
-            console.print(f"step {step}/{config.iterative}: pruning to {target:.0%} of the {what} ({config.method})")
+            console.print(f"step {step}/{config.iterative}: removing {target:.0%} of the {what} in all")
         if config.unstructured:
             prune_unstructured(current.model, target, protected)
         else:
