@@ -203,6 +203,14 @@ def stratified_split(
     return Split(seed, val_fraction, test_fraction, *(tuple(sorted(parts[k])) for k in ("train", "val", "test")))
 
 
+def split_for(source: ImageSource, trained_on: dict[str, Any] | None) -> Split:
+    """The split a checkpoint trained with when ``source`` is its training data (its held-out images stay
+    held out), else a fresh seeded split of ``source``. ``trained_on``: a checkpoint's "data" section."""
+    if trained_on and trained_on["fingerprint"] == source.fingerprint():
+        return Split.from_dict(trained_on["split"])
+    return stratified_split(source.labels, seed=0)
+
+
 def calibration_indices(labels: Sequence[int], pool: Sequence[int], count: int, seed: int = 0) -> list[int]:
     """``count`` indices from ``pool``, drawn class by class in turn so every class is represented."""
     rng = np.random.default_rng(seed)

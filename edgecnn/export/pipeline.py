@@ -25,7 +25,7 @@ from edgecnn.data.datasets import (
     calibration_indices,
     open_source,
     preprocess_images,
-    stratified_split,
+    split_for,
 )
 from edgecnn.errors import EdgeCNNError
 from edgecnn.export._formats import Format, Int8Job, resolve_formats
@@ -125,10 +125,7 @@ def _gather_data(
     trained_on = checkpoint.get("data") if checkpoint else None
     if config.calib is not None:
         source = open_source(config.calib)
-        if trained_on and trained_on["fingerprint"] == source.fingerprint():
-            split = Split.from_dict(trained_on["split"])  # the training data: keep its held-out images held out
-        else:
-            split = stratified_split(source.labels, seed=0)
+        split = split_for(source, trained_on)
     elif trained_on:
         source = open_source(trained_on["source"])
         if source.fingerprint() != trained_on["fingerprint"]:

@@ -312,15 +312,11 @@ def _finetune(
 
 def _taylor_gradients(current: Checkpoint, data: str, config: PruneConfig) -> Callable[[nn.Module], None]:
     """Cross-entropy on a few batches of the training split, back-propagated (gradients accumulate)."""
-    from edgecnn.data.datasets import ImageDataset, Split, open_source, stratified_split
+    from edgecnn.data.datasets import ImageDataset, open_source, split_for
 
     source = open_source(data)
-    trained_on = current.metadata.get("data")
-    if trained_on and trained_on["fingerprint"] == source.fingerprint():
-        indices = Split.from_dict(trained_on["split"]).train
-    else:
-        indices = stratified_split(source.labels, seed=0).train
-    dataset = ImageDataset(source, indices, get_model_meta(current.model).preprocessing)
+    split = split_for(source, current.metadata.get("data"))
+    dataset = ImageDataset(source, split.train, get_model_meta(current.model).preprocessing)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0)
     )

@@ -101,8 +101,11 @@ def _keys(step: BaseModel) -> dict[str, Any]:
     return {key: getattr(step, key) for key in type(step).model_fields if key not in ("step", "name")}
 
 
-def digest(path: Path) -> str:
-    """Content hash of a file (an OpenVINO IR: of its .xml and .bin)."""
+def digest(path: str | Path | None) -> str | None:
+    """Content hash of a file (an OpenVINO IR: of its .xml and .bin); None where ``path`` names no file
+    (a model name, ``imagenet``, nothing)."""
+    if path is None or not Path(path).is_file():
+        return None
     return file_digest(*artifact_files(path))
 
 
@@ -135,10 +138,6 @@ class ModelStep(Step):
     def _model(self, products: Products) -> str:
         return self.model or str(products["checkpoint"])
 
-    def _model_digest(self, products: Products) -> str | None:
-        model = Path(self._model(products))
-        return digest(model) if model.is_file() else None
-
     def _stage_config(self, products: Products, folder: Path) -> Any:
         return self.config(**{**_keys(self), "model": self._model(products)}, output=folder)
 
@@ -158,8 +157,7 @@ class TrainStep(config_fields(TrainConfig, {"output"})):  # type: ignore[misc]
         return ["checkpoint"]
 
     def inputs(self, products: Products) -> dict[str, Any]:
-        weights = self.weights if self.weights and Path(self.weights).is_file() else None
-        return {"data": data_fingerprint(self.data), "weights": digest(Path(weights)) if weights else None}
+        return {"data": data_fingerprint(self.data), "weights": digest(self.weights)}
 
     def run(self, products: Products, folder: Path) -> Outcome:
         from edgecnn.train import train
@@ -201,7 +199,7 @@ class PruneStep(config_fields(PruneConfig, {"output"}, ModelStep)):  # type: ign
         return ["checkpoint"]
 
     def inputs(self, products: Products) -> dict[str, Any]:
-        return {"model": self._model_digest(products), "data": data_fingerprint(self.data)}
+        return {"model": digest(self._model(products)), "data": data_fingerprint(self.data)}
 
     def run(self, products: Products, folder: Path) -> Outcome:
         from edgecnn.optimize.prune import prune
@@ -235,10 +233,9 @@ class ExportStep(config_fields(ExportConfig, {"output"}, ModelStep)):  # type: i
         return ["artifacts", "fp32_artifacts", *(["int8_artifacts"] if self.int8 else [])]
 
     def inputs(self, products: Products) -> dict[str, Any]:
-        weights = Path(self.weights) if self.weights and Path(self.weights).is_file() else None
         return {
-            "model": self._model_digest(products),
-            "weights": digest(weights) if weights else None,
+            "model": digest(self._model(products)),
+            "weights": digest(self.weights),
             "calib": data_fingerprint(self.calib),
         }
 
@@ -301,7 +298,7 @@ class BenchStep(config_fields(BenchConfig, {"artifacts"}, artifacts=(list[Path] 
         return {
             "artifacts": [digest(p) for p in self._artifacts(products)],
             "data": data_fingerprint(self.data),
-            "fleet": digest(self.fleet) if self.fleet else None,
+            "fleet": digest(self.fleet),
         }
 
     def run(self, products: Products, folder: Path) -> Outcome:
@@ -361,8 +358,8 @@ class CheckStep(
     def inputs(self, products: Products) -> dict[str, Any]:
         config = self._config(products)
         return {
-            "candidates": [digest(p) if p.is_file() else str(p) for p in config.candidates],
-            "baseline": digest(config.baseline) if config.baseline.is_file() else str(config.baseline),
+            "candidates": [digest(p) or str(p) for p in config.candidates],
+            "baseline": digest(config.baseline) or str(config.baseline),
             "data": data_fingerprint(self.data),
         }
 
