@@ -30,7 +30,7 @@ from rich.console import Console
 from torch import nn
 
 from edgecnn import __version__
-from edgecnn._io import write_json
+from edgecnn._io import atomic_path, write_json
 from edgecnn.errors import EdgeCNNError
 from edgecnn.models._registry import create_model, get_model_meta, get_model_spec
 from edgecnn.models.checkpoint import Checkpoint, is_checkpoint_path, load_checkpoint, save_checkpoint
@@ -259,7 +259,8 @@ def prune(config: PruneConfig, progress: bool = True) -> PruneReport:
     final = save_checkpoint(config.output / "pruned.pt", current.model, **_extras(current.metadata, config))
     report = _report(config, source, load_checkpoint(final), data, before_dims, time.perf_counter() - started)
     write_json(config.output / "prune.json", report.to_dict())
-    (config.output / "prune.md").write_text(markdown(report), encoding="utf-8")
+    with atomic_path(config.output / "prune.md") as temporary:
+        temporary.write_text(markdown(report), encoding="utf-8")
     return report
 
 
