@@ -225,8 +225,12 @@ def export_command(
     ] = None,
     calib_size: Annotated[int, typer.Option(min=1, help="Calibration images, class-balanced.")] = 128,
     calib_method: Annotated[
-        str, typer.Option(help="minmax, entropy or percentile (onnxruntime; NNCF and PT2E choose their own ranges).")
-    ] = "minmax",
+        str,
+        typer.Option(
+            help="Activation ranges: auto (each toolchain's recommended), minmax (per-image min/max, averaged), "
+            "percentile (0.001%-99.999%, tails cut), entropy (onnx only)."
+        ),
+    ] = "auto",
     weights: Annotated[
         str | None, typer.Option(help="For a model name: 'imagenet', a state-dict PATH, or 'none' (random).")
     ] = None,

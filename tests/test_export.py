@@ -165,6 +165,10 @@ def test_failed_openvino_save_leaves_no_artifact(tmp_path, monkeypatch):
         ({"int8": True}, "int8 needs calibration images"),
         ({"batch": "0"}, "batch must be a positive number or 'dynamic'"),
         ({"calib_method": "kl"}, "unknown calibration method 'kl'"),
+        (
+            {"int8": True, "calib": "digits", "calib_method": "entropy"},
+            r"openvino has no entropy calibration \(valid: auto\); formats with it: onnx",
+        ),
     ],
 )
 def test_bad_options_fail_before_any_work(settings, message, tmp_path):

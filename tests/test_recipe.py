@@ -140,7 +140,7 @@ EXPORT = "name: x\nsteps:\n  - step: export\n    model: lenet5\n"
         (TRAIN + "    loss: hinge\n", 5, "'cross_entropy' or 'mse'"),
         ("name: x\nsteps:\n  - step: export\n    int8: true\n", 3, "needs checkpoint from an earlier step"),
         (EXPORT + "  - step: check\n    data: digits\n", 5, "needs int8_artifacts"),
-        (EXPORT + "    calib_method: best\n", 3, "valid: minmax, entropy"),
+        (EXPORT + "    calib_method: best\n", 3, "valid: auto, minmax, entropy"),
         ("name: x\nsteps: [\n", 3, "not valid YAML"),
         ("name: x\nsteps: []\n", 2, "steps: List should have at least 1 item"),
         (TRAIN + "ouput: runs/x\n", 5, "did you mean 'output'?"),

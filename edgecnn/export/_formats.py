@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from torch import nn
 
 
+# percentile calibration cuts this share of the values off each end (onnxruntime's 99.999 default)
+PERCENTILE_TAIL = 1e-5
+
+
 @dataclass(frozen=True)
 class Format:
     name: str
@@ -32,6 +36,7 @@ class Format:
     extra: str
     modules: tuple[str, ...]
     exporter: str  # module with export_float, quantize_int8, int8_scheme and count_ops
+    calibration_methods: tuple[str, ...]  # "auto": the toolchain's own recommended ranges
 
     def load_exporter(self) -> ModuleType:
         return importlib.import_module(self.exporter)
@@ -64,6 +69,7 @@ FORMATS: dict[str, Format] = {
         extra="onnx",
         modules=("onnx", "onnxruntime", "onnxscript"),
         exporter="edgecnn.export.onnx",
+        calibration_methods=("auto", "minmax", "entropy", "percentile"),
     ),
     "openvino": Format(
         "openvino",
@@ -75,6 +81,7 @@ FORMATS: dict[str, Format] = {
         extra="openvino",
         modules=("openvino", "nncf"),
         exporter="edgecnn.export.openvino",
+        calibration_methods=("auto",),
     ),
     "tflite": Format(
         "tflite",
@@ -86,11 +93,14 @@ FORMATS: dict[str, Format] = {
         extra="tflite",
         modules=("litert_torch", "ai_edge_litert"),
         exporter="edgecnn.export.tflite",
+        calibration_methods=("auto", "minmax", "percentile"),
     ),
 }
 
 
-def resolve_formats(names: str, int8: bool, fp16: bool, dynamic_batch: bool = False) -> list[Format]:
+def resolve_formats(
+    names: str, int8: bool, fp16: bool, dynamic_batch: bool = False, calibration_method: str = "auto"
+) -> list[Format]:
     """Formats from a comma-separated list (or ``all``), checked against the options and the install.
 
     With ``all``, ``fp16`` applies to the formats that have it; a format named explicitly must
@@ -110,6 +120,12 @@ def resolve_formats(names: str, int8: bool, fp16: bool, dynamic_batch: bool = Fa
         if fp16 and explicit and not fmt.fp16:
             with_fp16 = ", ".join(f.name for f in FORMATS.values() if f.fp16)
             raise EdgeCNNError(f"{name} cannot be exported as fp16; formats with fp16: {with_fp16}")
+        if int8 and calibration_method not in fmt.calibration_methods:
+            having = ", ".join(f.name for f in FORMATS.values() if calibration_method in f.calibration_methods)
+            raise EdgeCNNError(
+                f"{name} has no {calibration_method} calibration (valid: {', '.join(fmt.calibration_methods)}); "
+                f"formats with it: {having}"
+            )
         if dynamic_batch and not fmt.dynamic_batch:
             raise EdgeCNNError(f"{name} artifacts have a fixed batch; pass --batch N (or leave {name} out)")
         missing = fmt.missing_modules()

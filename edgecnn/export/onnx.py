@@ -2,10 +2,11 @@
 ``quantize_static`` (QDQ, per-channel int8 weights, int8 activations: onnxruntime's defaults) after
 ``quant_pre_process``.
 
-Two departures from onnxruntime's defaults, measured on models trained on digits (269 held-out images,
+Departures from onnxruntime's defaults, measured on models trained on digits (269 held-out images,
 ``benchmarks/int8_accuracy.py``): the first convolution and the classifier stay float (int8 there alone
-cost MobileNetV2 0.75 points and LeNet-5 0.74), and min/max ranges are averaged over calibration batches
-(``CalibMovingAverage``), as NNCF's default estimator does.
+cost MobileNetV2 0.75 points and LeNet-5 0.74), squeeze-excite branches stay float (see ``_graph``), and
+min/max ranges are averaged over calibration batches (``CalibMovingAverage``), as NNCF's default
+estimator does.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from torch import nn
 
 from edgecnn._io import atomic_path
 from edgecnn.export._formats import Int8Job
+from edgecnn.export._graph import GraphNode, squeeze_excite_nodes
 from edgecnn.export._quiet import quiet
 from edgecnn.runtime.base import METADATA_KEY
 
@@ -66,6 +68,7 @@ def quantize_int8(job: Int8Job) -> Path:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     methods = {
+        "auto": CalibrationMethod.MinMax,
         "minmax": CalibrationMethod.MinMax,
         "entropy": CalibrationMethod.Entropy,
         "percentile": CalibrationMethod.Percentile,
@@ -76,6 +79,9 @@ def quantize_int8(job: Int8Job) -> Path:
         nodes = onnx.load(str(prepared)).graph.node
         first_conv = [n.name for n in nodes if n.op_type == "Conv"][:1]
         classifier = [n.name for n in nodes if n.op_type in ("Gemm", "MatMul")][-1:]
+        squeeze_excite = squeeze_excite_nodes(
+            GraphNode(n.name, n.op_type, tuple(n.input), tuple(n.output)) for n in nodes
+        )
         quantize_static(
             str(prepared),
             str(temporary),
@@ -85,7 +91,7 @@ def quantize_int8(job: Int8Job) -> Path:
             activation_type=QuantType.QInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=methods[job.method],
-            nodes_to_exclude=first_conv + classifier,
+            nodes_to_exclude=first_conv + classifier + squeeze_excite,
             extra_options={"CalibMovingAverage": True},
         )
         proto = onnx.load(str(temporary))
@@ -114,8 +120,8 @@ def _set_metadata(proto: Any, metadata: dict[str, Any]) -> None:
 def int8_scheme(method: str) -> dict[str, str]:
     return {
         "scheme": "onnxruntime quantize_static, QDQ: per-channel int8 weights, int8 activations",
-        "method": method,
-        "float_layers": "first convolution, classifier",
+        "method": "minmax (per-image min/max, averaged)" if method in ("auto", "minmax") else method,
+        "float_layers": "first convolution, classifier, squeeze-excite branches",
     }
 
 

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from edgecnn.export._formats import Int8Job
+from edgecnn.export._graph import GraphNode, squeeze_excite_nodes
 from edgecnn.export._quiet import quiet
 from edgecnn.runtime.base import METADATA_KEY
 
@@ -41,24 +42,42 @@ def export_float(
 def quantize_int8(job: Int8Job) -> Path:
     """NNCF post-training quantization of the fp32 IR, calibrated on ``calibration`` batches.
 
-    NNCF chooses its own range estimators; ``job.method`` is recorded, not applied. The classifier
-    (the last MatMul) stays float: int8 there cost LeNet-5 trained on digits 0.7 points, and it is a
-    sliver of the work.
+    NNCF keeps its own range estimators (``auto``, the only method the formats table allows here): its
+    MEAN_MINMAX and MEAN_QUANTILE estimators gave EfficientNet-B0 trained on digits 91% and 83% against
+    97% with the default. The classifier (the last MatMul) stays float: int8 there cost LeNet-5 trained
+    on digits 0.7 points, and it is a sliver of the work; so do squeeze-excite branches (see ``_graph``).
     """
     import nncf
     import openvino as ov
 
     model = ov.Core().read_model(str(job.fp32_path))
     classifier = [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() == "MatMul"][-1:]
+    squeeze_excite = squeeze_excite_nodes(_graph_nodes(model))
     with quiet("nncf"):
         quantized = nncf.quantize(
             model,
             nncf.Dataset(job.calibration),
             subset_size=sum(len(b) for b in job.calibration),
-            ignored_scope=nncf.IgnoredScope(names=classifier),
+            ignored_scope=nncf.IgnoredScope(names=classifier + squeeze_excite),
         )
     _save(quantized, job.path, job.metadata, half=False)
     return job.path
+
+
+def _graph_nodes(model: Any) -> list[GraphNode]:
+    """The IR's operations as dataflow nodes; constants and parameters are left out, so a multiply by a
+    constant is not mistaken for one fed from outside a branch."""
+    nodes = []
+    for op in model.get_ordered_ops():
+        if op.get_type_name() in ("Constant", "Parameter"):
+            continue
+        name = op.get_friendly_name()
+        sources = (i.get_source_output() for i in op.inputs())
+        inputs = tuple(f"{s.get_node().get_friendly_name()}:{s.get_index()}" for s in sources)
+        nodes.append(
+            GraphNode(name, op.get_type_name(), inputs, tuple(f"{name}:{k}" for k in range(op.get_output_size())))
+        )
+    return nodes
 
 
 def _save(model: Any, path: Path, metadata: dict[str, Any], half: bool) -> None:
@@ -77,8 +96,8 @@ def _save(model: Any, path: Path, metadata: dict[str, Any], half: bool) -> None:
 def int8_scheme(method: str) -> dict[str, str]:
     return {
         "scheme": "NNCF post-training: FakeQuantize, int8 weights and activations",
-        "method": "nncf default (min/max, fast bias correction)",
-        "float_layers": "classifier",
+        "method": "nncf default (fast bias correction)",
+        "float_layers": "classifier, squeeze-excite branches",
     }
 
 

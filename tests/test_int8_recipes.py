@@ -1,0 +1,122 @@
+"""The int8 recipes' own choices: squeeze-excite branches stay float in every format, and the
+calibration methods do what they say."""
+
+from pathlib import Path
+
+import onnx
+import openvino as ov
+import pytest
+import torch
+from ai_edge_litert import schema_py_generated as schema
+from torchao.quantization.pt2e import MinMaxObserver
+
+from edgecnn.export import ExportConfig, export
+from edgecnn.export._graph import GraphNode, squeeze_excite_nodes
+from edgecnn.export.tflite import _observers
+from edgecnn.models import create_model
+from edgecnn.models.checkpoint import save_checkpoint
+from edgecnn.models.layers import SqueezeExcitation
+from edgecnn.runtime import Runner, open_runner
+
+
+def test_squeeze_excite_branch_runs_from_the_pool_to_the_rescaling_multiply():
+    nodes = [
+        GraphNode("stem", "Conv", ("image",), ("x",)),
+        GraphNode("pool", "ReduceMean", ("x",), ("p",)),
+        GraphNode("fc1", "Conv", ("p",), ("h",)),
+        GraphNode("gate1", "Sigmoid", ("h",), ("g1",)),
+        GraphNode("silu", "Mul", ("h", "g1"), ("s",)),  # inside the branch: both inputs are its own
+        GraphNode("fc2", "Conv", ("s",), ("e",)),
+        GraphNode("scaled", "Mul", ("e", "const"), ("e2",)),  # a constant factor is not the features
+        GraphNode("gate2", "Sigmoid", ("e2",), ("g2",)),
+        GraphNode("rescale", "Mul", ("x", "g2"), ("y",)),
+        GraphNode("project", "Conv", ("y",), ("z",)),
+        GraphNode("head_pool", "GlobalAveragePool", ("z",), ("q",)),  # the classifier's pool: no branch
+        GraphNode("flatten", "Flatten", ("q",), ("f",)),
+        GraphNode("classifier", "Gemm", ("f",), ("logits",)),
+    ]
+    assert squeeze_excite_nodes(nodes) == sorted(["pool", "fc1", "gate1", "silu", "fc2", "scaled", "gate2", "rescale"])
+    assert squeeze_excite_nodes([n for n in nodes if n.name != "rescale"]) == []
+
+
+@pytest.fixture(scope="module")
+def squeeze_excite_artifacts(tmp_path_factory):
+    """MobileNetV3-Small (nine squeeze-excite blocks) exported int8 to all three formats."""
+    folder = tmp_path_factory.mktemp("mnv3")
+    torch.manual_seed(0)
+    model = create_model("mobilenet_v3_small", num_classes=10, input_size=32)
+    save_checkpoint(folder / "m.pt", model)
+    report = export(ExportConfig(str(folder / "m.pt"), int8=True, calib="digits", calib_size=16, output=folder / "out"))
+    blocks = sum(isinstance(m, SqueezeExcitation) for m in model.modules())
+    return {a.format: a.path for a in report.artifacts if a.precision == "int8"}, blocks
+
+
+def test_squeeze_excite_stays_float_in_onnx(squeeze_excite_artifacts):
+    paths, blocks = squeeze_excite_artifacts
+    graph = onnx.load(paths["onnx"]).graph
+    float_weights = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    float_convs = [n for n in convs if n.input[1] in float_weights]
+    assert len(float_convs) == 2 * blocks + 1  # fc1 and fc2 of each block, and the first convolution
+    assert len(convs) > len(float_convs) + 10  # the rest is int8
+
+
+def test_squeeze_excite_stays_float_in_openvino(squeeze_excite_artifacts):
+    paths, blocks = squeeze_excite_artifacts
+    convs = [
+        op for op in ov.Core().read_model(paths["openvino"]).get_ordered_ops() if op.get_type_name() == "Convolution"
+    ]
+
+    def int8_weights(conv):
+        node = conv.input_value(1).get_node()
+        while node.get_type_name() != "Constant":  # Convert / Subtract / Multiply of the decompressed weights
+            node = node.input_value(0).get_node()
+        return node.get_element_type() == ov.Type.i8
+
+    assert sum(not int8_weights(c) for c in convs) == 2 * blocks
+    assert sum(int8_weights(c) for c in convs) > 10
+
+
+def test_squeeze_excite_stays_float_in_tflite(squeeze_excite_artifacts):
+    paths, blocks = squeeze_excite_artifacts
+    model = schema.Model.GetRootAsModel(Path(paths["tflite"]).read_bytes(), 0)
+    graph = model.Subgraphs(0)
+    conv_code = schema.BuiltinOperator.CONV_2D
+    filters = [
+        graph.Tensors(graph.Operators(i).Inputs(1)).Type()
+        for i in range(graph.OperatorsLength())
+        if model.OperatorCodes(graph.Operators(i).OpcodeIndex()).BuiltinCode() == conv_code
+    ]
+    assert filters.count(schema.TensorType.FLOAT32) == 2 * blocks
+    assert filters.count(schema.TensorType.INT8) > 10
+
+
+def test_sampled_histogram_keeps_the_exact_range_and_percentile_cuts_outliers():
+    histogram_observer, percentile_observer = _observers()
+    values = torch.rand(64, 32, 16, 16)
+    values[3, 5, 7, 9] = 50.0  # one outlier among half a million values, outside every sampled position
+    histogram, percentile = histogram_observer(), percentile_observer()
+    histogram(values)
+    percentile(values)
+    assert histogram.max_val.item() == 50.0 and histogram.histogram.sum() < values.numel() / 3
+    _, high = percentile._non_linear_param_search()
+    assert 0.99 < high.item() < 1.1  # the outlier is cut off; the uniform values are kept
+    minmax = MinMaxObserver()
+    minmax(values)
+    assert percentile.calculate_qparams()[0].item() < minmax.calculate_qparams()[0].item() / 20
+
+
+@pytest.mark.parametrize("method", ["minmax", "percentile"])
+def test_tflite_calibration_method_is_applied_and_recorded(trained_lenet, tmp_path, method):
+    def exported(chosen: str) -> Runner:
+        settings = {"formats": "tflite", "int8": True, "calib_size": 32, "calib_method": chosen}
+        report = export(ExportConfig(str(trained_lenet), **settings, output=tmp_path / chosen))
+        return open_runner(report.artifacts[1].path)
+
+    def scales(runner: Runner) -> list[float]:
+        return [float(d["quantization"][0]) for d in runner.interpreter.get_tensor_details()]
+
+    chosen, auto = exported(method), exported("auto")
+    assert chosen.metadata["quantization"]["method"] == method
+    assert "histogram" in auto.metadata["quantization"]["method"]
+    assert scales(chosen) != scales(auto)  # other observers, other activation ranges
