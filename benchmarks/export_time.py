@@ -2,10 +2,11 @@
 
 128 calibration images (digits, real), verification of all six artifacts on the 269 held-out images
 included; random weights (`--weights none`: offline here, and the conversion does not depend on them).
-Target: <= 60 s on this 2-core CPU. Peak memory is the export process's own (``wait4``), and the
-per-artifact conversion times come from its export.json.
+Target: <= 60 s on this 2-core CPU, judged on the median of ``--repeat`` runs. Peak memory is the
+export process's own (``wait4``, the largest of the runs), and the per-artifact conversion times come
+from the first run's export.json.
 
-    .venv/bin/python benchmarks/export_time.py [--model mobilenet_v2]
+    .venv/bin/python benchmarks/export_time.py [--model mobilenet_v2] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,9 +30,29 @@ RESULTS = Path(__file__).parent / "results" / "export_time.json"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="mobilenet_v2")
+    parser.add_argument("--repeat", type=int, default=3, help="runs; the median is judged (this VM varies ±2 s)")
     args = parser.parse_args()
+    runs = [_run_once(args.model) for _ in range(args.repeat)]
+    median = statistics.median(r["seconds"] for r in runs)
+    row = {
+        "command": runs[0]["command"],
+        "seconds": median,
+        "runs_seconds": [r["seconds"] for r in runs],
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+        "meets_target": median <= LIMIT_S,
+        "conversion_seconds": runs[0]["conversion_seconds"],
+    }
+    RESULTS.write_text(
+        json.dumps({"schema_version": 1, "benchmark": "export_time", "edgecnn_version": __version__, **row}, indent=2)
+        + "\n"
+    )
+    print(json.dumps(row, indent=2))
+
+
+def _run_once(model: str) -> dict:
+    """One export in a fresh process: its wall time, its own peak memory (``wait4``), its export.json."""
     with tempfile.TemporaryDirectory() as output:
-        command = [sys.executable, "-m", "edgecnn.cli", "export", args.model, "--weights", "none", "--int8"]
+        command = [sys.executable, "-m", "edgecnn.cli", "export", model, "--weights", "none", "--int8"]
         command += ["--calib", "digits", "--calib-size", "128", "--format", "all", "--output", output]
         started = time.perf_counter()
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -39,20 +61,14 @@ def main() -> None:
         if os.waitstatus_to_exitcode(status) != 0:
             raise SystemExit(f"the export failed: {' '.join(command)}")
         report = json.loads((Path(output) / "export.json").read_text())
-    row = {
+    return {
         "command": " ".join(command[2:-2]),
         "seconds": round(seconds, 1),
         "peak_rss_mb": round(usage.ru_maxrss / 1024),
-        "meets_target": seconds <= LIMIT_S,
         "conversion_seconds": {
             f"{a['format']} {a['precision']}": round(a["export_seconds"], 1) for a in report["artifacts"]
         },
     }
-    RESULTS.write_text(
-        json.dumps({"schema_version": 1, "benchmark": "export_time", "edgecnn_version": __version__, **row}, indent=2)
-        + "\n"
-    )
-    print(json.dumps(row, indent=2))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("GLOG_minloglevel", "2")
 _LOGGERS = ("litert_torch", "absl", "torchao", "jax")
 CALIBRATION_CHUNK = 16
-HISTOGRAM_STRIDE = 4
+HISTOGRAM_STRIDE = 16
 
 
 def export_float(
