@@ -227,8 +227,8 @@ def export_command(
     calib_method: Annotated[
         str,
         typer.Option(
-            help="Activation ranges: auto (each toolchain's recommended), minmax (per-image min/max, averaged), "
-            "percentile (0.001%-99.999%, tails cut), entropy (onnx only)."
+            help="Activation ranges: auto (each toolchain's recommended), minmax (onnx: per-image min/max averaged; "
+            "tflite: global), percentile (0.001%-99.999%), entropy (onnx only); openvino takes auto only."
         ),
     ] = "auto",
     weights: Annotated[

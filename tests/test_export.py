@@ -104,6 +104,7 @@ def test_metadata_travels_inside_and_beside_the_artifact(trained_lenet, tmp_path
     assert {k: v for k, v in sidecar.items() if k != "report"} == metadata
     summary = json.loads((tmp_path / "export.json").read_text())
     assert summary["schema_version"] == 1 and len(summary["artifacts"]) == 2
+    assert summary["peak_memory_mb"] > 100  # at least PyTorch's own footprint
 
 
 def test_calibrating_on_the_training_data_keeps_its_held_out_split(tmp_path):
@@ -137,6 +138,17 @@ def test_failed_export_leaves_no_artifact(tmp_path, monkeypatch):
     with pytest.raises(EdgeCNNError, match=r"onnx fp32 export failed \(ValidationError\): injected failure"):
         export(ExportConfig(str(path), formats="onnx", output=tmp_path / "out"))
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_failure_in_the_tflite_worker_process_is_a_one_line_error(tmp_path):
+    """With other formats asked too, TFLite converts in a worker process: its errors come back whole."""
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, create_model("lenet5"))
+    (tmp_path / "out" / "lenet5_fp32.tflite").mkdir(parents=True)  # the rename onto it fails
+    with pytest.raises(EdgeCNNError, match=r"^tflite fp32 export failed \(IsADirectoryError\)"):
+        export(ExportConfig(str(path), output=tmp_path / "out"))
+    assert (tmp_path / "out" / "lenet5_fp32.onnx").is_file()  # the other formats went on beside it
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]  # no temporary left
 
 
 def test_failed_openvino_save_leaves_no_artifact(tmp_path, monkeypatch):

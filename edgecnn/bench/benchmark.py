@@ -7,12 +7,10 @@ split is used (the split travels in the artifact's metadata).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import json
 import tempfile
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from edgecnn import __version__
+from edgecnn._threads import torch_threads
 from edgecnn.bench.device import ArtifactJob, Job, accuracy, run_job
 from edgecnn.bench.remote import Host, read_fleet, run_remote
 from edgecnn.data.datasets import open_source, preprocess_images
@@ -210,7 +209,7 @@ def bench(config: BenchConfig) -> BenchReport:
         hosts = config.hosts
         if not hosts:  # here the artifacts are read where they are; only a device needs the staged names
             local = [dataclasses.replace(item, path=str(files[item.path].resolve())) for item in items]
-            with _torch_threads_kept():
+            with torch_threads():
                 outcome = run_job(dataclasses.replace(job, artifacts=local), Path(scratch))
             results = [_host_result(LOCAL, outcome, config.artifacts)]
         else:
@@ -220,19 +219,6 @@ def bench(config: BenchConfig) -> BenchReport:
     if len(results) == 1 and results[0].error:
         raise EdgeCNNError(results[0].error)
     return BenchReport(_method(config), results)
-
-
-@contextlib.contextmanager
-def _torch_threads_kept() -> Iterator[None]:
-    """PyTorch's thread count is process-wide: measuring a checkpoint at --threads 1 must not leave what
-    runs next in this process (a recipe's next step, the rest of ``edgecnn prune``) on one thread."""
-    import torch
-
-    before = torch.get_num_threads()
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _on_host(host: Host, job: dict[str, Any], files: dict[str, Path], config: BenchConfig) -> HostResult:

@@ -6,10 +6,16 @@ verification images are the held-out test split, never seen by training or calib
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import multiprocessing
 import os
+import resource
+import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +27,7 @@ from torch import nn
 
 from edgecnn import __version__
 from edgecnn._io import write_json
+from edgecnn._threads import torch_threads
 from edgecnn.data.datasets import (
     Split,
     calibration_indices,
@@ -31,7 +38,7 @@ from edgecnn.data.datasets import (
 from edgecnn.errors import EdgeCNNError
 from edgecnn.export._formats import Format, Int8Job, resolve_formats
 from edgecnn.models._registry import ModelMeta, create_model, get_model_meta
-from edgecnn.models.checkpoint import held_out_images, is_checkpoint_path, load_checkpoint
+from edgecnn.models.checkpoint import held_out_images, is_checkpoint_path, load_checkpoint, save_checkpoint
 from edgecnn.models.complexity import check_input_size
 from edgecnn.optimize import fold_batchnorm
 from edgecnn.runtime import open_runner
@@ -42,6 +49,8 @@ CALIBRATION_METHODS = ("auto", "minmax", "entropy", "percentile")
 # small chunks: at 224, 269 MobileNetV2 images took 11 s in chunks of 32 (activations spill the caches),
 # 4-5 s in chunks of 1-4, and one batch of 269 would hold gigabytes
 REFERENCE_BATCH = 4
+PARALLEL_FORMAT = "tflite"  # converted in a worker process when other formats are asked too
+_USAGE = (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
 console = Console(stderr=True)
 
 
@@ -94,6 +103,9 @@ class ExportReport:
     artifacts: list[ArtifactReport]
     warnings: list[str]
     seconds: float
+    # the process's peak plus its largest child's (the TFLite worker): an upper bound on both at once. Both
+    # are peaks over the process's life, so inside a longer run (a recipe) they include what ran before
+    peak_memory_mb: float
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema_version": SCHEMA_VERSION, "edgecnn_version": __version__, **dataclasses.asdict(self)}
@@ -244,27 +256,33 @@ def export(config: ExportConfig) -> ExportReport:
             ]
         )
     reference_accuracy = float((reference.argmax(1) == data.labels).mean() * 100) if data.labels is not None else None
-    folded = fold_batchnorm(model)
-    weights_hash = _state_hash(model)
     example = torch.from_numpy(data.verification[:1]).repeat(
         1 if config.batch == "dynamic" else int(config.batch), 1, 1, 1
     )
-    verification_batch = len(data.verification) if config.batch == "dynamic" else int(config.batch)
+    work = _Work(fold_batchnorm(model), example, meta, data, config, _state_hash(model), reference)
     config.output.mkdir(parents=True, exist_ok=True)
-    reports = []
-    for fmt in formats:
-        precisions = ["fp32"] + (["fp16"] if config.fp16 and fmt.fp16 else []) + (["int8"] if config.int8 else [])
-        for precision in precisions:
-            with console.status(f"{fmt.name} {precision}: exporting"):
-                reports.append(_export_one(fmt, precision, folded, example, meta, data, config, weights_hash))
-            artifact = reports[-1]
-            with console.status(f"{fmt.name} {precision}: verifying in {fmt.runtime}"):
-                runner = open_runner(artifact.path, threads=os.cpu_count())  # LiteRT would take one
-                logits = run_in_batches(runner, data.verification, verification_batch)
-                artifact.verification = verify(reference, logits, data.labels)
-            write_json(
-                Path(artifact.path).with_suffix(".json"), {**runner.metadata, "report": dataclasses.asdict(artifact)}
-            )
+    alongside = [f for f in formats if f.name == PARALLEL_FORMAT] if len(formats) > 1 and _cores() > 1 else []
+    here = [f for f in formats if f not in alongside]
+    if not alongside:
+        reports = _export_formats(here, work)
+    else:
+        # LiteRT's converter is the slowest and traces mostly in Python: it runs in a worker process beside
+        # the other formats, both on one thread so neither waits on the other's spinning thread pool
+        with (
+            ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as worker,
+            tempfile.TemporaryDirectory() as scratch,
+        ):
+            # the model travels as a checkpoint: a module that went through tracing does not always pickle
+            checkpoint = save_checkpoint(Path(scratch) / "model.pt", model)
+            pending = worker.submit(_export_in_worker, alongside, dataclasses.replace(work, model=None), checkpoint)
+            with torch_threads(1):
+                reports = _export_formats(here, work, 1)
+            with console.status(f"{', '.join(f.name for f in alongside)}: converting in a worker process"):
+                try:
+                    reports += pending.result()
+                except BrokenProcessPool as exc:
+                    raise EdgeCNNError(f"the {PARALLEL_FORMAT} worker process died: {exc}") from exc
+        reports.sort(key=lambda a: [f.name for f in formats].index(a.format))
     report = ExportReport(
         model=meta.name,
         weights=meta.weights,
@@ -274,25 +292,69 @@ def export(config: ExportConfig) -> ExportReport:
         artifacts=reports,
         warnings=warnings,
         seconds=time.perf_counter() - started,
+        peak_memory_mb=sum(resource.getrusage(who).ru_maxrss for who in _USAGE) / 1024,
     )
     write_json(config.output / "export.json", report.to_dict())
     return report
 
 
-def _export_one(
-    fmt: Format,
-    precision: str,
-    model: nn.Module,
-    example: torch.Tensor,
-    meta: ModelMeta,
-    data: _Data,
-    config: ExportConfig,
-    weights_hash: str,
-) -> ArtifactReport:
+@dataclass
+class _Work:
+    """What every format's export needs; picklable, so a worker process can take its share."""
+
+    model: nn.Module | None  # BatchNorm folded; None on its way to a worker process
+    example: torch.Tensor
+    meta: ModelMeta
+    data: _Data
+    config: ExportConfig
+    weights_hash: str
+    reference: np.ndarray
+
+
+def _export_formats(
+    formats: list[Format], work: _Work, threads: int | None = None, worker: bool = False
+) -> list[ArtifactReport]:
+    """Export, then verify in its own runtime, every precision of each of ``formats``. A worker process
+    shows no progress of its own (the caller's line says it is working)."""
+    config, data = work.config, work.data
+    if threads is not None:
+        torch.set_num_threads(threads)  # the caller restores its own count
+    status = (lambda _: contextlib.nullcontext()) if worker else console.status
+    batch = len(data.verification) if config.batch == "dynamic" else int(config.batch)
+    reports = []
+    for fmt in formats:
+        precisions = ["fp32"] + (["fp16"] if config.fp16 and fmt.fp16 else []) + (["int8"] if config.int8 else [])
+        for precision in precisions:
+            with status(f"{fmt.name} {precision}: exporting"):
+                artifact = _export_one(fmt, precision, work)
+            with status(f"{fmt.name} {precision}: verifying in {fmt.runtime}"):
+                runner = open_runner(artifact.path, threads=threads or _cores())  # LiteRT would take one
+                logits = run_in_batches(runner, data.verification, batch)
+                artifact.verification = verify(work.reference, logits, data.labels)
+            write_json(
+                Path(artifact.path).with_suffix(".json"), {**runner.metadata, "report": dataclasses.asdict(artifact)}
+            )
+            reports.append(artifact)
+    return reports
+
+
+def _export_in_worker(formats: list[Format], work: _Work, checkpoint: Path) -> list[ArtifactReport]:
+    """A worker process's share of the formats, from the model's checkpoint, folded here."""
+    work.model = fold_batchnorm(load_checkpoint(checkpoint).model)
+    return _export_formats(formats, work, threads=1, worker=True)
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _export_one(fmt: Format, precision: str, work: _Work) -> ArtifactReport:
+    config, meta, data, model, example = work.config, work.meta, work.data, work.model, work.example
+    assert model is not None
     exporter = fmt.load_exporter()
     started = time.perf_counter()
     metadata = _artifact_metadata(
-        meta, precision, data, config, weights_hash, exporter.int8_scheme(config.calib_method)
+        meta, precision, data, config, work.weights_hash, exporter.int8_scheme(config.calib_method)
     )
     stem = config.output / f"{meta.name}_{precision}"
     fp32_path = stem.with_name(f"{meta.name}_fp32{fmt.suffix}")

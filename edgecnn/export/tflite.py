@@ -138,7 +138,7 @@ def int8_scheme(method: str) -> dict[str, str]:
     return {
         "scheme": "PT2E: per-channel symmetric int8 weights, int8 activations, int8 input/output",
         "float_layers": "squeeze-excite branches",
-        "method": {"auto": "histogram (least quantization error)"}.get(method, method),
+        "method": {"auto": "histogram (least quantization error)", "minmax": "minmax (global)"}.get(method, method),
         "input_output": "int8, with the tensors' own scale and zero point (float images are quantized on input)",
     }
 
