@@ -12,11 +12,11 @@ import hashlib
 import multiprocessing
 import os
 import resource
+import signal
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ from edgecnn.models.checkpoint import held_out_images, is_checkpoint_path, load_
 from edgecnn.models.complexity import check_input_size
 from edgecnn.optimize import fold_batchnorm
 from edgecnn.runtime import open_runner
-from edgecnn.runtime.base import artifact_size, run_in_batches
+from edgecnn.runtime.base import artifact_size, one_line_error, run_in_batches
 
 SCHEMA_VERSION = 1
 CALIBRATION_METHODS = ("auto", "minmax", "entropy", "percentile")
@@ -268,20 +268,11 @@ def export(config: ExportConfig) -> ExportReport:
     else:
         # LiteRT's converter is the slowest and traces mostly in Python: it runs in a worker process beside
         # the other formats, both on one thread so neither waits on the other's spinning thread pool
-        with (
-            ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as worker,
-            tempfile.TemporaryDirectory() as scratch,
-        ):
-            # the model travels as a checkpoint: a module that went through tracing does not always pickle
-            checkpoint = save_checkpoint(Path(scratch) / "model.pt", model)
-            pending = worker.submit(_export_in_worker, alongside, dataclasses.replace(work, model=None), checkpoint)
+        with tempfile.TemporaryDirectory() as scratch, _Worker(alongside, work, model, Path(scratch)) as worker:
             with torch_threads(1):
                 reports = _export_formats(here, work, 1)
             with console.status(f"{', '.join(f.name for f in alongside)}: converting in a worker process"):
-                try:
-                    reports += pending.result()
-                except BrokenProcessPool as exc:
-                    raise EdgeCNNError(f"the {PARALLEL_FORMAT} worker process died: {exc}") from exc
+                reports += worker.result()
         reports.sort(key=lambda a: [f.name for f in formats].index(a.format))
     report = ExportReport(
         model=meta.name,
@@ -338,10 +329,58 @@ def _export_formats(
     return reports
 
 
-def _export_in_worker(formats: list[Format], work: _Work, checkpoint: Path) -> list[ArtifactReport]:
-    """A worker process's share of the formats, from the model's checkpoint, folded here."""
-    work.model = fold_batchnorm(load_checkpoint(checkpoint).model)
-    return _export_formats(formats, work, threads=1, worker=True)
+class _Worker:
+    """``formats`` exported in a spawned process while the caller works. The model travels as a
+    checkpoint (a module that went through tracing does not always pickle). Leaving the block early (an
+    error, Ctrl-C) interrupts the worker, so its atomic writes remove their temporary files."""
+
+    def __init__(self, formats: list[Format], work: _Work, model: nn.Module, scratch: Path) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._results, sender = context.Pipe(duplex=False)
+        checkpoint = save_checkpoint(scratch / "model.pt", model)
+        self._process = context.Process(
+            target=_worker_main, args=(formats, dataclasses.replace(work, model=None), checkpoint, sender)
+        )
+
+    def __enter__(self) -> _Worker:
+        self._process.start()
+        return self
+
+    def result(self) -> list[ArtifactReport]:
+        try:
+            outcome = self._results.recv()
+        except EOFError:
+            raise EdgeCNNError(f"the {PARALLEL_FORMAT} worker process died (exit code {self._exit_code()})") from None
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def _exit_code(self) -> int | None:
+        self._process.join(timeout=5)
+        return self._process.exitcode
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._process.is_alive():
+            os.kill(self._process.pid, signal.SIGINT)  # type: ignore[arg-type]
+        self._process.join(timeout=60)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+
+
+def _worker_main(formats: list[Format], work: _Work, checkpoint: Path, results: Connection) -> None:
+    """A worker process's share: fold the checkpoint's model, export, send the reports (or the error)."""
+    try:
+        work.model = fold_batchnorm(load_checkpoint(checkpoint).model)
+        results.send(_export_formats(formats, work, threads=1, worker=True))
+    except EdgeCNNError as exc:
+        results.send(exc)
+    except KeyboardInterrupt:
+        pass  # the caller interrupted it and is not listening
+    except Exception as exc:  # sent as one line: the converters' own exception types may not pickle
+        results.send(one_line_error(f"{PARALLEL_FORMAT} export failed ({type(exc).__name__})", exc))
+    finally:
+        results.close()
 
 
 def _cores() -> int:
