@@ -336,14 +336,15 @@ class _Worker:
 
     def __init__(self, formats: list[Format], work: _Work, model: nn.Module, scratch: Path) -> None:
         context = multiprocessing.get_context("spawn")
-        self._results, sender = context.Pipe(duplex=False)
+        self._results, self._sender = context.Pipe(duplex=False)
         checkpoint = save_checkpoint(scratch / "model.pt", model)
         self._process = context.Process(
-            target=_worker_main, args=(formats, dataclasses.replace(work, model=None), checkpoint, sender)
+            target=_worker_main, args=(formats, dataclasses.replace(work, model=None), checkpoint, self._sender)
         )
 
     def __enter__(self) -> _Worker:
         self._process.start()
+        self._sender.close()  # the worker holds the only sending end: if it dies, recv() ends with EOFError
         return self
 
     def result(self) -> list[ArtifactReport]:
