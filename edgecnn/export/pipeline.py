@@ -305,11 +305,10 @@ class _Work:
 def _export_formats(
     formats: list[Format], work: _Work, threads: int | None = None, worker: bool = False
 ) -> list[ArtifactReport]:
-    """Export, then verify in its own runtime, every precision of each of ``formats``. A worker process
+    """Export, then verify in its own runtime, every precision of each of ``formats``. ``threads`` is what
+    the runtimes verify on (None: every core); PyTorch's count is the caller's to set. A worker process
     shows no progress of its own (the caller's line says it is working)."""
     config, data = work.config, work.data
-    if threads is not None:
-        torch.set_num_threads(threads)  # the caller restores its own count
     status = (lambda _: contextlib.nullcontext()) if worker else console.status
     batch = len(data.verification) if config.batch == "dynamic" else int(config.batch)
     reports = []
@@ -372,6 +371,7 @@ class _Worker:
 def _worker_main(formats: list[Format], work: _Work, checkpoint: Path, results: Connection) -> None:
     """A worker process's share: fold the checkpoint's model, export, send the reports (or the error)."""
     try:
+        torch.set_num_threads(1)  # the caller works on the other core
         work.model = fold_batchnorm(load_checkpoint(checkpoint).model)
         results.send(_export_formats(formats, work, threads=1, worker=True))
     except EdgeCNNError as exc:
