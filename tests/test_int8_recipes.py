@@ -3,6 +3,7 @@ calibration methods do what they say."""
 
 from pathlib import Path
 
+import numpy as np
 import onnx
 import openvino as ov
 import pytest
@@ -12,6 +13,7 @@ from torchao.quantization.pt2e import MinMaxObserver
 
 from edgecnn.export import ExportConfig, export
 from edgecnn.export._graph import GraphNode, squeeze_excite_nodes
+from edgecnn.export.onnx import _MagnitudeHistogram
 from edgecnn.export.tflite import _observers
 from edgecnn.models import create_model
 from edgecnn.models.checkpoint import save_checkpoint
@@ -121,3 +123,36 @@ def test_tflite_calibration_method_is_applied_and_recorded(trained_lenet, tmp_pa
     assert chosen.metadata["quantization"]["method"].startswith(method)
     assert "histogram" in auto.metadata["quantization"]["method"]
     assert scales(chosen) != scales(auto)  # other observers, other activation ranges
+
+
+def test_onnx_percentile_histogram_cuts_outliers_and_keeps_counts_when_it_widens():
+    histogram = _MagnitudeHistogram()
+    generator = np.random.default_rng(0)
+    chunks = [generator.random((4, 32, 32, 32), dtype=np.float32) * (1 + i) for i in range(4)]  # each one wider
+    chunks[2][1, 2, 3, 5] = 50.0  # one outlier, outside every sampled position
+    for chunk in chunks:
+        histogram.add(chunk)
+    assert histogram.high == 50.0 and histogram.top == 50.0  # the range seen stays exact
+    assert histogram.counts.sum() == sum(c.size for c in chunks) / 16  # re-binning loses no count
+    ranges = histogram.range()
+    assert 3.9 < ranges.highest < 4.1  # the outlier is cut off; the widest uniform chunk (0..4) is kept
+    assert ranges.lowest == pytest.approx(histogram.low) and ranges.lowest >= 0  # never below what was seen
+
+    signed = _MagnitudeHistogram()
+    signed.add(generator.standard_normal(100_000).astype(np.float32))
+    ranges = signed.range()
+    assert ranges.lowest == pytest.approx(-ranges.highest) and 3.5 < ranges.highest < 5  # ±(99.999th of |x|)
+
+
+def test_onnx_auto_calibration_is_the_streamed_percentile(trained_lenet, tmp_path):
+    def calibrated(method: str) -> tuple[str, list[float]]:
+        settings = {"formats": "onnx", "int8": True, "calib_size": 32, "calib_method": method}
+        artifact = export(ExportConfig(str(trained_lenet), **settings, output=tmp_path / method)).artifacts[1]
+        graph = onnx.load(artifact.path).graph
+        values = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
+        scales = sorted(float(values[n.input[1]]) for n in graph.node if n.op_type == "QuantizeLinear")
+        return open_runner(artifact.path).metadata["quantization"]["method"], scales
+
+    (auto_method, auto), (minmax_method, minmax) = calibrated("auto"), calibrated("minmax")
+    assert auto_method.startswith("percentile") and minmax_method.startswith("minmax")
+    assert len(auto) == len(minmax) >= 4 and auto != minmax  # the same activations, other ranges

@@ -340,6 +340,7 @@ class _Worker:
         self._process = context.Process(
             target=_worker_main, args=(formats, dataclasses.replace(work, model=None), checkpoint, self._sender)
         )
+        self._answered = False
 
     def __enter__(self) -> _Worker:
         self._process.start()
@@ -351,6 +352,8 @@ class _Worker:
             outcome = self._results.recv()
         except EOFError:
             raise EdgeCNNError(f"the {PARALLEL_FORMAT} worker process died (exit code {self._exit_code()})") from None
+        finally:
+            self._answered = True
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
@@ -360,7 +363,9 @@ class _Worker:
         return self._process.exitcode
 
     def __exit__(self, *exc_info: object) -> None:
-        if self._process.is_alive():
+        # a worker that answered is exiting on its own: interrupting its interpreter's shutdown
+        # printed a KeyboardInterrupt traceback from PyTorch's exit hooks after a good export
+        if not self._answered and self._process.is_alive():
             os.kill(self._process.pid, signal.SIGINT)  # type: ignore[arg-type]
         self._process.join(timeout=60)
         if self._process.is_alive():

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from edgecnn._io import atomic_path
-from edgecnn.export._formats import PERCENTILE_TAIL, Int8Job
+from edgecnn.export._formats import HISTOGRAM_STRIDE, PERCENTILE_TAIL, Int8Job
 from edgecnn.export._quiet import quiet
 from edgecnn.models.layers import SqueezeExcitation
 from edgecnn.runtime.base import METADATA_KEY
@@ -26,7 +26,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("GLOG_minloglevel", "2")
 _LOGGERS = ("litert_torch", "absl", "torchao", "jax")
 CALIBRATION_CHUNK = 16
-HISTOGRAM_STRIDE = 16
 
 
 def export_float(
