@@ -351,9 +351,9 @@ class _Worker:
         try:
             outcome = self._results.recv()
         except EOFError:
-            raise EdgeCNNError(f"the {PARALLEL_FORMAT} worker process died (exit code {self._exit_code()})") from None
-        finally:
             self._answered = True
+            raise EdgeCNNError(f"the {PARALLEL_FORMAT} worker process died (exit code {self._exit_code()})") from None
+        self._answered = True  # not on Ctrl-C while waiting: then the worker is interrupted too
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
