@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 
 # percentile calibration cuts this share of the values off (onnxruntime's 99.999 default)
 PERCENTILE_TAIL = 1e-5
-# histogram calibration counts every HISTOGRAM_STRIDE-th value of a large tensor (its extremes exactly):
-# histogramming every activation was most of the calibration time at 224
+# histogram calibration counts every HISTOGRAM_STRIDE-th value of a large tensor (its range still comes
+# from every value): histogramming every activation was most of the calibration time at 224
 HISTOGRAM_STRIDE = 16
 
 
