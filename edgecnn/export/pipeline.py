@@ -414,7 +414,6 @@ def _export_one(fmt: Format, precision: str, work: _Work) -> ArtifactReport:
             batches = [data.calibration[i : i + size] for i in range(0, len(data.calibration) - size + 1, size)]
             exporter.quantize_int8(Int8Job(model, example, fp32_path, path, batches, config.calib_method, metadata))
     except Exception as exc:  # each converter raises its own types; the user needs which step failed and why
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise EdgeCNNError(f"{fmt.name} {precision} export failed ({type(exc).__name__}): {reason}") from exc
+        raise one_line_error(f"{fmt.name} {precision} export failed ({type(exc).__name__})", exc) from exc
     seconds = time.perf_counter() - started
     return ArtifactReport(fmt.name, precision, str(path), artifact_size(path), seconds, {}, exporter.count_ops(path))
