@@ -113,9 +113,9 @@ def quantize_int8(job: Int8Job) -> Path:
 def _percentile_ranges(prepared: Path, calibration: list[np.ndarray]) -> dict[str, Any]:
     """Every float activation's range by onnxruntime's percentile rule: ±(the 99.999th percentile of
     |x|), clipped to the values seen. Its own calibrator keeps every activation of every image until
-    the end (MobileNetV2 at 224, 128 images: 33 s, 8.3 GB); here each image's activations are folded
-    into histograms as they come, from every ``HISTOGRAM_STRIDE``-th value (6.2 s, 0.53 GB with the
-    quantization itself)."""
+    the end; here each image's activations are folded into histograms as they come, from every
+    ``HISTOGRAM_STRIDE``-th value (MobileNetV2 at 224, 128 images, the whole int8 step: 6.6 s and
+    0.53 GB against 37.6 s and 8.3 GB; ``benchmarks/onnx_calibration.py``)."""
     import onnx
     import onnxruntime as ort
 
