@@ -3,7 +3,8 @@
 Exports each checkpoint of ``benchmarks/train_digits.py`` (run it first; it writes runs/bench_train)
 with ``--int8`` to all three formats and reads the verification edgecnn export does on the 269
 held-out images. Targets: int8 test accuracy within 0.5 points of fp32 in every runtime, top-1
-agreement with fp32 >= 99%.
+agreement with fp32 >= 99%. Beside them: the median image's max |Δlogit| (a continuous measure of the
+int8 error that a single flipped image does not swing) and the fp32 margin of each changed top-1.
 
     .venv/bin/python benchmarks/int8_accuracy.py [--models lenet5,mobilenet_v2]
 """
@@ -51,6 +52,8 @@ def main() -> None:
                     "int8_accuracy": round(checks["accuracy"], 2),
                     "drop_points": round(drop, 2),
                     "top1_agreement": round(checks["top1_agreement"], 2),
+                    "median_max_abs_logit_diff": round(checks["median_max_abs_logit_diff"], 3),
+                    "changed_top1_margins": checks["changed_top1_margins"],
                     "meets_target": drop <= MAX_DROP and checks["top1_agreement"] >= MIN_AGREEMENT,
                     "export_seconds_all_formats": round(seconds, 1),
                 }
@@ -62,12 +65,14 @@ def main() -> None:
         )
         + "\n"
     )
-    print("\n| model | format | fp32 | int8 | drop | agreement | target |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| model | format | fp32 | int8 | drop | agreement | median max Δ | changed top-1 (fp32 margin) | target |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        margins = ", ".join(f"{m:.2f}" for m in r["changed_top1_margins"]) or "–"
         print(
             f"| {r['model']} | {r['format']} | {r['fp32_accuracy']:.2f}% | {r['int8_accuracy']:.2f}% "
-            f"| {r['drop_points']:+.2f} | {r['top1_agreement']:.1f}% | {'✓' if r['meets_target'] else '✗'} |"
+            f"| {r['drop_points']:+.2f} | {r['top1_agreement']:.1f}% | {r['median_max_abs_logit_diff']:.3f} "
+            f"| {margins} | {'✓' if r['meets_target'] else '✗'} |"
         )
 
 

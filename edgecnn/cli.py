@@ -242,7 +242,7 @@ def export_command(
     as_json: JsonFlag = False,
 ) -> None:
     """Fold BatchNorm, export (and quantize), then verify every artifact in its own runtime."""
-    from edgecnn.export import ExportConfig, export
+    from edgecnn.export import ExportConfig, changed_top1_line, export
 
     report = export(
         ExportConfig(
@@ -287,6 +287,9 @@ def export_command(
             "–" if accuracy is None else f"{accuracy:.2f}%",
         )
     console.print(table)
+    for artifact in report.artifacts:
+        if line := changed_top1_line(Path(artifact.path).name, artifact.verification):
+            console.print(line, highlight=False)
     console.print(f"{output / 'export.json'} ({report.seconds:.0f} s)")
 
 

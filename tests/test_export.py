@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from edgecnn.errors import EdgeCNNError
-from edgecnn.export import ExportConfig, export, resolve_formats
+from edgecnn.export import ExportConfig, changed_top1_line, export, resolve_formats
 from edgecnn.export import _formats as formats_module
+from edgecnn.export.pipeline import verify
 from edgecnn.models import create_model, get_model_meta
 from edgecnn.models.checkpoint import save_checkpoint
 from edgecnn.runtime import open_runner
@@ -48,7 +49,23 @@ def test_int8_onnx_holds_int8_kernels_and_tracks_fp32(trained_lenet, tmp_path):
     assert int8.size_bytes < 0.5 * fp32.size_bytes
     assert int8.verification["top1_agreement"] >= 90
     assert report.verification_images == 269 and "accuracy" in int8.verification
+    changed = int8.verification["changed_top1_margins"]
+    assert len(changed) == round((100 - int8.verification["top1_agreement"]) * 269 / 100)
+    assert 0 < int8.verification["median_max_abs_logit_diff"] <= int8.verification["max_abs_logit_diff"]
     assert fp32.verification["accuracy"] == pytest.approx(report.reference_accuracy)
+
+
+def test_verification_lists_each_changed_top1_by_its_reference_margin():
+    reference = np.array([[5.0, 1.0, 0.0], [2.0, 1.9, 0.0], [0.0, 3.0, 2.5], [1.0, 0.0, 4.0]])
+    candidate = reference + np.array([[0.0, 0.0, 0.0], [0.0, 0.2, 0.0], [0.0, -0.6, 0.0], [0.0, 0.0, -0.1]])
+    checks = verify(reference, candidate, labels=np.array([0, 0, 2, 2]))
+    assert checks["top1_agreement"] == 50.0
+    assert checks["changed_top1_margins"] == pytest.approx([0.1, 0.5])
+    assert checks["median_max_abs_logit_diff"] == pytest.approx(0.15)
+    assert checks["accuracy"] == 75.0  # image 1 turned wrong, image 2 turned right: 3 of 4, as before
+    line = changed_top1_line("m.tflite", checks, shown=1)
+    assert line == "m.tflite: top-1 changed on 2 image(s), fp32 margin (top-1 − top-2 logit) 0.10, …"
+    assert changed_top1_line("m.tflite", verify(reference, reference, None)) is None
 
 
 def test_int8_openvino_holds_fake_quantize_and_int8_weights(trained_lenet, tmp_path):

@@ -89,7 +89,7 @@ class ArtifactReport:
     path: str
     size_bytes: int
     export_seconds: float
-    verification: dict[str, float]
+    verification: dict[str, Any]
     ops: dict[str, int] = field(default_factory=dict)
 
 
@@ -217,23 +217,39 @@ def _state_hash(model: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def verify(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | None) -> dict[str, float]:
+def verify(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | None) -> dict[str, Any]:
     """Agreement of ``candidate`` logits with ``reference``: max |Δ|, its ratio to the logit range,
-    mean cosine similarity, top-1 agreement, and accuracy where labels exist."""
-    difference = np.abs(candidate - reference).max()
+    the median image's max |Δ|, mean cosine similarity, top-1 agreement, and accuracy where labels
+    exist. Each changed top-1 is listed by the reference's margin (top-1 minus top-2 logit), so a
+    reader can tell near-ties flipped by rounding from confident predictions gone wrong."""
+    per_image = np.abs(candidate - reference).max(1)
+    difference = per_image.max()
     spread = float(reference.max() - reference.min()) or 1.0
     cosine = np.sum(candidate * reference, 1) / (
         np.linalg.norm(candidate, axis=1) * np.linalg.norm(reference, axis=1) + 1e-12
     )
-    result = {
+    changed = candidate.argmax(1) != reference.argmax(1)
+    top_two = np.sort(reference[changed], 1)[:, -2:]
+    result: dict[str, Any] = {
         "max_abs_logit_diff": float(difference),
         "max_abs_diff_over_range": float(difference / spread),
+        "median_max_abs_logit_diff": float(np.median(per_image)),
         "cosine": float(cosine.mean()),
-        "top1_agreement": float((candidate.argmax(1) == reference.argmax(1)).mean() * 100),
+        "top1_agreement": float((1 - changed.mean()) * 100),
+        "changed_top1_margins": sorted(round(float(m), 4) for m in top_two[:, 1] - top_two[:, 0]),
     }
     if labels is not None:
         result["accuracy"] = float((candidate.argmax(1) == labels).mean() * 100)
     return result
+
+
+def changed_top1_line(name: str, verification: dict[str, Any], shown: int = 8) -> str | None:
+    """One readable line on the images whose top-1 changed, or None when none did."""
+    margins = verification.get("changed_top1_margins") or []
+    if not margins:
+        return None
+    listed = ", ".join(f"{m:.2f}" for m in margins[:shown]) + (", …" if len(margins) > shown else "")
+    return f"{name}: top-1 changed on {len(margins)} image(s), fp32 margin (top-1 − top-2 logit) {listed}"
 
 
 def export(config: ExportConfig) -> ExportReport:

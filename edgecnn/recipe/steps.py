@@ -21,7 +21,7 @@ from edgecnn._io import file_digest
 from edgecnn.bench.benchmark import BenchConfig
 from edgecnn.bench.gate import GateConfig
 from edgecnn.errors import EdgeCNNError
-from edgecnn.export.pipeline import ExportConfig
+from edgecnn.export.pipeline import ExportConfig, changed_top1_line
 from edgecnn.optimize.prune import PruneConfig
 from edgecnn.runtime.base import artifact_files
 from edgecnn.train.config import TrainConfig
@@ -274,6 +274,8 @@ class ExportStep(config_fields(ExportConfig, {"output"}, ModelStep)):  # type: i
                 f"| `{Path(a['path']).name}` | {a['size_bytes'] / 1e6:.2f} MB | {a['export_seconds']:.1f} s "
                 f"| {v['max_abs_diff_over_range']:.1e} | {v['cosine']:.4f} | {v['top1_agreement']:.1f}% | {accuracy} |"
             )
+        changes = [changed_top1_line(f"`{Path(a['path']).name}`", a["verification"]) for a in report["artifacts"]]
+        lines += [f"\n{line}" for line in changes if line]
         lines += [f"\nWarning: {w}" for w in report["warnings"]]
         return "\n".join(lines)
 
