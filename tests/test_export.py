@@ -2,8 +2,12 @@
 inside, errors are clear."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -169,6 +173,37 @@ def test_a_failure_in_the_tflite_worker_process_is_a_one_line_error(tmp_path):
         export(ExportConfig(str(path), output=tmp_path / "out"))
     assert (tmp_path / "out" / "lenet5_fp32.onnx").is_file()  # the other formats went on beside it
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]  # no temporary left
+
+
+def _spawned_children(pid: int) -> list[int]:
+    """Child processes of ``pid`` started by multiprocessing's spawn (the TFLite worker)."""
+    children = [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
+    return [c for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+def test_a_killed_worker_process_is_a_one_line_error_and_leaves_no_temporary(tmp_path):
+    """The TFLite worker killed from outside (as the OOM killer would): the export says so and
+    removes the half-written file the worker could not."""
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, create_model("lenet5"))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "edgecnn.cli", "export", str(path), "--output", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    workers: list[int] = []
+    while not workers and process.poll() is None and time.monotonic() < deadline:
+        workers = _spawned_children(process.pid)
+        time.sleep(0.02)
+    assert workers, "the TFLite worker never started"
+    out.mkdir(exist_ok=True)
+    half_written = out / f".lenet5_fp32.tflite.{workers[0]}.tmp"
+    half_written.write_bytes(b"TFL3")
+    os.kill(workers[0], signal.SIGKILL)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 1
+    assert stderr.strip().splitlines() == ["error: the tflite worker process died (exit code -9)"]
+    assert not half_written.exists()
+    assert not (out / "lenet5_fp32.tflite").exists()
 
 
 def test_failed_openvino_save_leaves_no_artifact(tmp_path, monkeypatch):

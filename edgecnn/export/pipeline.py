@@ -11,12 +11,13 @@ import dataclasses
 import hashlib
 import multiprocessing
 import os
+import pickle
 import resource
 import signal
 import tempfile
 import time
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
@@ -346,33 +347,53 @@ def _export_formats(
 
 class _Worker:
     """``formats`` exported in a spawned process while the caller works. The model travels as a
-    checkpoint (a module that went through tracing does not always pickle). Leaving the block early (an
-    error, Ctrl-C) interrupts the worker, so its atomic writes remove their temporary files."""
+    checkpoint (a module that went through tracing does not always pickle), the rest of the work (images
+    included) as a file: what ``start()`` pipes to the new process must not fill the pipe, or the caller
+    blocks until the worker has read it (after importing torch) and forever if it dies first. Leaving
+    the block early (an error, Ctrl-C) interrupts the worker, so its atomic writes remove their
+    temporary files."""
 
     def __init__(self, formats: list[Format], work: _Work, model: nn.Module, scratch: Path) -> None:
         context = multiprocessing.get_context("spawn")
         self._results, self._sender = context.Pipe(duplex=False)
         checkpoint = save_checkpoint(scratch / "model.pt", model)
-        self._process = context.Process(
-            target=_worker_main, args=(formats, dataclasses.replace(work, model=None), checkpoint, self._sender)
-        )
+        job = scratch / "work.pickle"
+        job.write_bytes(pickle.dumps((formats, dataclasses.replace(work, model=None))))
+        self._process = context.Process(target=_worker_main, args=(job, checkpoint, self._sender))
         self._answered = False
+        self._output = work.config.output
 
     def __enter__(self) -> _Worker:
         self._process.start()
-        self._sender.close()  # the worker holds the only sending end: if it dies, recv() ends with EOFError
+        self._sender.close()  # the worker holds the only sending end
         return self
 
     def result(self) -> list[ArtifactReport]:
-        try:
-            outcome = self._results.recv()
-        except EOFError:
-            self._answered = True
-            raise EdgeCNNError(f"the {PARALLEL_FORMAT} worker process died (exit code {self._exit_code()})") from None
+        # wait for an answer or for the worker's end: the sending end reaches the worker through a helper
+        # thread of this process, which keeps a copy open if the worker dies before taking it, so a
+        # recv() alone would wait forever
+        wait([self._results, self._process.sentinel])
+        outcome = self._answer()
         self._answered = True  # not on Ctrl-C while waiting: then the worker is interrupted too
+        if outcome is None:
+            code = self._exit_code()
+            # killed (out of memory, a signal), it could not remove what it was writing: atomic_path
+            # names its temporary files after the writing process
+            for leftover in self._output.glob(f".*.{self._process.pid}.tmp"):
+                leftover.unlink(missing_ok=True)
+            raise EdgeCNNError(f"the {PARALLEL_FORMAT} worker process died (exit code {code})")
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
+
+    def _answer(self) -> list[ArtifactReport] | BaseException | None:
+        """What the worker sent, or None when it ended without sending."""
+        if not self._results.poll():
+            return None
+        try:
+            return self._results.recv()
+        except EOFError:
+            return None
 
     def _exit_code(self) -> int | None:
         self._process.join(timeout=5)
@@ -389,10 +410,11 @@ class _Worker:
             self._process.join()
 
 
-def _worker_main(formats: list[Format], work: _Work, checkpoint: Path, results: Connection) -> None:
+def _worker_main(job: Path, checkpoint: Path, results: Connection) -> None:
     """A worker process's share: fold the checkpoint's model, export, send the reports (or the error)."""
     try:
         torch.set_num_threads(1)  # the caller works on the other core
+        formats, work = pickle.loads(job.read_bytes())
         work.model = fold_batchnorm(load_checkpoint(checkpoint).model)
         results.send(_export_formats(formats, work, threads=1, worker=True))
     except EdgeCNNError as exc:
