@@ -263,34 +263,31 @@ def export(config: ExportConfig) -> ExportReport:
     meta = get_model_meta(model)
     check_input_size(model, meta.preprocessing.input_shape)
     data = _gather_data(config, meta, checkpoint, warnings)
-    with torch.no_grad():
-        reference = np.concatenate(
-            [
-                model(torch.from_numpy(chunk)).numpy()
-                for chunk in np.split(
-                    data.verification, range(REFERENCE_BATCH, len(data.verification), REFERENCE_BATCH)
-                )
-            ]
-        )
-    reference_accuracy = float((reference.argmax(1) == data.labels).mean() * 100) if data.labels is not None else None
     example = torch.from_numpy(data.verification[:1]).repeat(
         1 if config.batch == "dynamic" else int(config.batch), 1, 1, 1
     )
-    work = _Work(fold_batchnorm(model), example, meta, data, config, _state_hash(model), reference)
+    work = _Work(fold_batchnorm(model), example, meta, data, config, _state_hash(model))
     config.output.mkdir(parents=True, exist_ok=True)
     alongside = [f for f in formats if f.name == PARALLEL_FORMAT] if len(formats) > 1 and _cores() > 1 else []
     here = [f for f in formats if f not in alongside]
     if not alongside:
-        reports = _export_formats(here, work)
+        reference = _reference_logits(model, data.verification)
+        runs = _export_formats(here, work, reference)
     else:
         # LiteRT's converter is the slowest and traces mostly in Python: it runs in a worker process beside
-        # the other formats, both on one thread so neither waits on the other's spinning thread pool
+        # the other formats, both on one thread so neither waits on the other's spinning thread pool. The
+        # worker starts first and returns its logits, so the PyTorch reference is computed while it starts.
         with tempfile.TemporaryDirectory() as scratch, _Worker(alongside, work, model, Path(scratch)) as worker:
             with torch_threads(1):
-                reports = _export_formats(here, work, 1)
+                reference = _reference_logits(model, data.verification)
+                runs = _export_formats(here, work, reference, threads=1)
             with console.status(f"{', '.join(f.name for f in alongside)}: converting in a worker process"):
-                reports += worker.result()
-        reports.sort(key=lambda a: [f.name for f in formats].index(a.format))
+                for run in worker.result():  # converted and run there, compared here
+                    run.verify(reference, data.labels)
+                    runs.append(run)
+        runs.sort(key=lambda run: [f.name for f in formats].index(run.artifact.format))
+    reports = [run.artifact for run in runs]
+    reference_accuracy = float((reference.argmax(1) == data.labels).mean() * 100) if data.labels is not None else None
     report = ExportReport(
         model=meta.name,
         weights=meta.weights,
@@ -316,19 +313,46 @@ class _Work:
     data: _Data
     config: ExportConfig
     weights_hash: str
-    reference: np.ndarray
+
+
+@dataclass
+class _Run:
+    """An artifact and its logits on the verification images, as its runtime gave them."""
+
+    artifact: ArtifactReport
+    runtime_metadata: dict[str, Any]
+    logits: np.ndarray
+
+    def verify(self, reference: np.ndarray, labels: np.ndarray | None) -> None:
+        """Compare with ``reference`` into the artifact's report, and write its sidecar JSON."""
+        self.artifact.verification = verify(reference, self.logits, labels)
+        sidecar = Path(self.artifact.path).with_suffix(".json")
+        write_json(sidecar, {**self.runtime_metadata, "report": dataclasses.asdict(self.artifact)})
+
+
+def _reference_logits(model: nn.Module, images: np.ndarray) -> np.ndarray:
+    """The PyTorch fp32 model's logits, what every artifact is compared with."""
+    with torch.no_grad():
+        chunks = np.split(images, range(REFERENCE_BATCH, len(images), REFERENCE_BATCH))
+        return np.concatenate([model(torch.from_numpy(chunk)).numpy() for chunk in chunks])
 
 
 def _export_formats(
-    formats: list[Format], work: _Work, threads: int | None = None, worker: bool = False
-) -> list[ArtifactReport]:
-    """Export, then verify in its own runtime, every precision of each of ``formats``. ``threads`` is what
-    the runtimes verify on (None: every core); PyTorch's count is the caller's to set. A worker process
-    shows no progress of its own (the caller's line says it is working)."""
+    formats: list[Format],
+    work: _Work,
+    reference: np.ndarray | None,
+    threads: int | None = None,
+    worker: bool = False,
+) -> list[_Run]:
+    """Export, then run in its own runtime on the verification images, every precision of each of
+    ``formats``; each run is verified at once against ``reference`` if there is one yet (a worker
+    process's are verified by its caller). ``threads`` is what the runtimes run on (None: every core);
+    PyTorch's count is the caller's to set. A worker process shows no progress of its own (the caller's
+    line says it is working)."""
     config, data = work.config, work.data
     status = (lambda _: contextlib.nullcontext()) if worker else console.status
     batch = len(data.verification) if config.batch == "dynamic" else int(config.batch)
-    reports = []
+    runs = []
     for fmt in formats:
         precisions = ["fp32"] + (["fp16"] if config.fp16 and fmt.fp16 else []) + (["int8"] if config.int8 else [])
         for precision in precisions:
@@ -336,13 +360,11 @@ def _export_formats(
                 artifact = _export_one(fmt, precision, work)
             with status(f"{fmt.name} {precision}: verifying in {fmt.runtime}"):
                 runner = open_runner(artifact.path, threads=threads or _cores())  # LiteRT would take one
-                logits = run_in_batches(runner, data.verification, batch)
-                artifact.verification = verify(work.reference, logits, data.labels)
-            write_json(
-                Path(artifact.path).with_suffix(".json"), {**runner.metadata, "report": dataclasses.asdict(artifact)}
-            )
-            reports.append(artifact)
-    return reports
+                run = _Run(artifact, runner.metadata, run_in_batches(runner, data.verification, batch))
+            if reference is not None:
+                run.verify(reference, data.labels)
+            runs.append(run)
+    return runs
 
 
 class _Worker:
@@ -368,7 +390,7 @@ class _Worker:
         self._sender.close()  # the worker holds the only sending end
         return self
 
-    def result(self) -> list[ArtifactReport]:
+    def result(self) -> list[_Run]:
         # wait for an answer or for the worker's end: the sending end reaches the worker through a helper
         # thread of this process, which keeps a copy open if the worker dies before taking it, so a
         # recv() alone would wait forever
@@ -386,14 +408,15 @@ class _Worker:
             raise outcome
         return outcome
 
-    def _answer(self) -> list[ArtifactReport] | BaseException | None:
+    def _answer(self) -> list[_Run] | BaseException | None:
         """What the worker sent, or None when it ended without sending."""
         if not self._results.poll():
             return None
         try:
-            return self._results.recv()
+            answer = self._results.recv()
         except EOFError:
             return None
+        return pickle.loads(answer.read_bytes()) if isinstance(answer, Path) else answer
 
     def _exit_code(self) -> int | None:
         self._process.join(timeout=5)
@@ -416,7 +439,11 @@ def _worker_main(job: Path, checkpoint: Path, results: Connection) -> None:
         torch.set_num_threads(1)  # the caller works on the other core
         formats, work = pickle.loads(job.read_bytes())
         work.model = fold_batchnorm(load_checkpoint(checkpoint).model)
-        results.send(_export_formats(formats, work, threads=1, worker=True))
+        # the runs (logits included) go through a file too: sent whole, they would fill the pipe and keep
+        # this process from ending until the caller reads them
+        answer = job.with_name("runs.pickle")
+        answer.write_bytes(pickle.dumps(_export_formats(formats, work, None, threads=1, worker=True)))
+        results.send(answer)
     except EdgeCNNError as exc:
         results.send(exc)
     except KeyboardInterrupt:
