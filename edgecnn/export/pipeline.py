@@ -17,7 +17,7 @@ import signal
 import tempfile
 import time
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -387,14 +387,10 @@ class _Worker:
 
     def __enter__(self) -> _Worker:
         self._process.start()
-        self._sender.close()  # the worker holds the only sending end
+        self._sender.close()  # the worker holds the only sending end: if it dies, recv() ends with EOFError
         return self
 
     def result(self) -> list[_Run]:
-        # wait for an answer or for the worker's end: the sending end reaches the worker through a helper
-        # thread of this process, which keeps a copy open if the worker dies before taking it, so a
-        # recv() alone would wait forever
-        wait([self._results, self._process.sentinel])
         outcome = self._answer()
         self._answered = True  # not on Ctrl-C while waiting: then the worker is interrupted too
         if outcome is None:
@@ -410,8 +406,6 @@ class _Worker:
 
     def _answer(self) -> list[_Run] | BaseException | None:
         """What the worker sent, or None when it ended without sending."""
-        if not self._results.poll():
-            return None
         try:
             answer = self._results.recv()
         except EOFError:
