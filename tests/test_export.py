@@ -1,6 +1,7 @@
 """Export to ONNX, OpenVINO and TFLite: fp32 equals PyTorch, int8 holds int8 kernels, metadata travels
 inside, errors are clear."""
 
+import contextlib
 import json
 import os
 import signal
@@ -176,9 +177,19 @@ def test_a_failure_in_the_tflite_worker_process_is_a_one_line_error(tmp_path):
 
 
 def _spawned_children(pid: int) -> list[int]:
-    """Child processes of ``pid`` started by multiprocessing's spawn (the TFLite worker)."""
-    children = [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
-    return [c for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    """Child processes of ``pid`` started by multiprocessing's spawn (the TFLite worker); a process that
+    ends while being looked at is skipped."""
+    found = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        children = {int(c) for task in tasks for c in (task / "children").read_text().split()}
+    except OSError:
+        return []
+    for child in children:
+        with contextlib.suppress(OSError):
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(child)
+    return found
 
 
 def test_a_killed_worker_process_is_a_one_line_error_and_leaves_no_temporary(tmp_path):
