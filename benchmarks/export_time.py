@@ -32,6 +32,7 @@ from edgecnn.models import create_model, get_model_meta
 from edgecnn.models.checkpoint import save_checkpoint
 
 LIMIT_S = 60
+OPTIONS = ["--int8", "--calib", "digits", "--calib-size", "128", "--format", "all"]
 RESULTS = Path(__file__).parent / "results" / "export_time.json"
 
 
@@ -79,8 +80,7 @@ def _run_once(checkpoint: Path) -> dict:
     """One export in a fresh process: its wall time, and from its export.json the peak memory (the
     process's and its TFLite worker's, summed) and the conversion times."""
     with tempfile.TemporaryDirectory() as output:
-        command = [sys.executable, "-m", "edgecnn.cli", "export", str(checkpoint), "--int8"]
-        command += ["--calib", "digits", "--calib-size", "128", "--format", "all", "--output", output]
+        command = [sys.executable, "-m", "edgecnn.cli", "export", str(checkpoint), *OPTIONS, "--output", output]
         started = time.perf_counter()
         result = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         seconds = time.perf_counter() - started
@@ -88,7 +88,7 @@ def _run_once(checkpoint: Path) -> dict:
             raise SystemExit(f"the export failed: {' '.join(command)}")
         report = json.loads((Path(output) / "export.json").read_text())
     return {
-        "command": " ".join(["edgecnn", *command[3:4], "CHECKPOINT", *command[5:-2]]),
+        "command": " ".join(["edgecnn", "export", "CHECKPOINT", *OPTIONS]),
         "seconds": round(seconds, 1),
         "peak_rss_mb": round(report["peak_memory_mb"]),
         "conversion_seconds": {

@@ -283,7 +283,7 @@ def export(config: ExportConfig) -> ExportReport:
                 runs = _export_formats(here, work, reference, threads=1)
             with console.status(f"{', '.join(f.name for f in alongside)}: converting in a worker process"):
                 for run in worker.result():  # converted and run there, compared here
-                    run.verify(reference, data.labels)
+                    run.compare_with(reference, data.labels)
                     runs.append(run)
         runs.sort(key=lambda run: [f.name for f in formats].index(run.artifact.format))
     reports = [run.artifact for run in runs]
@@ -323,7 +323,7 @@ class _Run:
     runtime_metadata: dict[str, Any]
     logits: np.ndarray
 
-    def verify(self, reference: np.ndarray, labels: np.ndarray | None) -> None:
+    def compare_with(self, reference: np.ndarray, labels: np.ndarray | None) -> None:
         """Compare with ``reference`` into the artifact's report, and write its sidecar JSON."""
         self.artifact.verification = verify(reference, self.logits, labels)
         sidecar = Path(self.artifact.path).with_suffix(".json")
@@ -362,7 +362,7 @@ def _export_formats(
                 runner = open_runner(artifact.path, threads=threads or _cores())  # LiteRT would take one
                 run = _Run(artifact, runner.metadata, run_in_batches(runner, data.verification, batch))
             if reference is not None:
-                run.verify(reference, data.labels)
+                run.compare_with(reference, data.labels)
             runs.append(run)
     return runs
 
@@ -428,7 +428,8 @@ class _Worker:
 
 
 def _worker_main(job: Path, checkpoint: Path, results: Connection) -> None:
-    """A worker process's share: fold the checkpoint's model, export, send the reports (or the error)."""
+    """A worker process's share: fold the checkpoint's model, export and run, send where its runs are
+    (or the error)."""
     try:
         torch.set_num_threads(1)  # the caller works on the other core
         formats, work = pickle.loads(job.read_bytes())
