@@ -15,8 +15,10 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from edgecnn import __version__
+from edgecnn import _interrupt as interrupt
 from edgecnn.data.augment import DEFAULT_AUGMENT
 from edgecnn.errors import EdgeCNNError
+from edgecnn.export.pipeline import STATUS_RULE
 from edgecnn.train.config import LossName, OptimizerName, SchedulerName
 
 if TYPE_CHECKING:
@@ -214,7 +216,12 @@ def train(
         raise typer.Exit(130)
 
 
-@app.command("export")
+@app.command(
+    "export",
+    help="Fold BatchNorm, export (and quantize), then verify every artifact in its own runtime.\n\n"
+    "Every artifact gets a status in export.json and its sidecar. One that misses its target prints a warning; "
+    f"a broken one makes the command exit 1 naming it, unless --keep-degraded. {STATUS_RULE}.",
+)
 def export_command(
     model: Annotated[str, typer.Argument(help="A model name or an edgecnn checkpoint (.pt) from `edgecnn train`.")],
     format: Annotated[str, typer.Option("--format", help="Comma-separated formats, or 'all'.")] = "all",
@@ -239,9 +246,15 @@ def export_command(
     output: Annotated[Path, typer.Option(help="Folder for the artifacts, their sidecar JSON and export.json.")] = Path(
         "runs/export"
     ),
+    keep_degraded: Annotated[
+        bool,
+        typer.Option(
+            "--keep-degraded",
+            help="Exit 0 even when an artifact's verification says it is broken (it is kept either way).",
+        ),
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Fold BatchNorm, export (and quantize), then verify every artifact in its own runtime."""
     from edgecnn.export import ExportConfig, changed_top1_line, export
 
     report = export(
@@ -257,6 +270,7 @@ def export_command(
             input_size=input_size,
             batch=batch,
             output=output,
+            keep_degraded=keep_degraded,
         )
     )
     if as_json:
@@ -272,7 +286,7 @@ def export_command(
         box=box.SIMPLE_HEAD,
     )
     table.add_column("artifact", no_wrap=True)
-    for column in ("size", "time", "Δ/range", "cosine", "agree", "acc."):
+    for column in ("size", "time", "Δ/range", "cosine", "agree", "acc.", "status"):
         table.add_column(column, justify="right", no_wrap=True)
     for artifact in report.artifacts:
         checks = artifact.verification
@@ -285,6 +299,7 @@ def export_command(
             f"{checks['cosine']:.4f}",
             f"{checks['top1_agreement']:.1f}%",
             "–" if accuracy is None else f"{accuracy:.2f}%",
+            artifact.status,
         )
     console.print(table)
     for artifact in report.artifacts:
@@ -615,9 +630,14 @@ def _print_error(exc: BaseException) -> None:
 
 
 def main() -> None:
-    """Entry point: the package's own errors become one line on stderr and exit code 1."""
+    """Entry point: the package's own errors become one line on stderr and exit code 1; a Ctrl-C is 130,
+    also one that landed where Python ignores it (see ``edgecnn._interrupt``)."""
+    interrupt.install()
     try:
-        app()
+        try:
+            app()
+        finally:
+            interrupt.raise_if_interrupted()
     except EdgeCNNError as exc:
         if os.environ.get("EDGECNN_DEBUG") == "1":
             raise

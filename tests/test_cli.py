@@ -3,6 +3,8 @@
 import json
 import subprocess
 
+import pytest
+
 from edgecnn import __version__, count_params, list_models
 from tests.conftest import build_on_meta, run_cli
 
@@ -78,3 +80,35 @@ def test_help_explains_the_commands():
     result = run("--help")
     assert result.returncode == 0
     assert "models" in result.stdout and "EDGECNN_DEBUG" in result.stdout
+
+
+def test_a_ctrl_c_that_python_ignores_is_still_an_interrupt(monkeypatch):
+    """Delivered inside a weakref callback, KeyboardInterrupt is printed as "Exception ignored" and the
+    work goes on; the recorded interrupt is raised again where results would be kept."""
+    import os
+    import signal
+    import weakref
+
+    from edgecnn import _interrupt
+
+    previous = signal.getsignal(signal.SIGINT)
+    monkeypatch.setattr(_interrupt, "_interrupted", False)
+    try:
+        _interrupt.install()
+
+        def callback(_):
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):  # the handler runs between these bytecodes, inside the callback
+                pass
+
+        class Collected:
+            pass
+
+        collected = Collected()
+        reference = weakref.ref(collected, callback)
+        del collected  # the callback runs; its KeyboardInterrupt is ignored
+        assert reference() is None
+        with pytest.raises(KeyboardInterrupt):
+            _interrupt.raise_if_interrupted()
+    finally:
+        signal.signal(signal.SIGINT, previous)

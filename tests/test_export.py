@@ -2,6 +2,7 @@
 inside, errors are clear."""
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -22,6 +23,7 @@ from edgecnn.export.pipeline import verify
 from edgecnn.models import create_model, get_model_meta
 from edgecnn.models.checkpoint import save_checkpoint
 from edgecnn.runtime import open_runner
+from edgecnn.runtime.base import int8_saturates
 from edgecnn.train import TrainConfig, train
 
 
@@ -83,17 +85,44 @@ def test_int8_openvino_holds_fake_quantize_and_int8_weights(trained_lenet, tmp_p
     # LeNet-5's 2 convolutions and 3 linears are int8, except the classifier, kept float on purpose
     weights = [op.get_data() for op in constants if op.get_element_type() == ov.Type.i8]
     assert len(weights) == 4
-    # in a 7-bit range in every layer (NNCF's overflow fix), not only in the first
-    assert all(np.abs(w).max() <= 64 for w in weights) and max(np.abs(w).max() for w in weights) >= 60
+    peaks = sorted(int(np.abs(w).max()) for w in weights)
+    scheme = json.loads(Path(int8.path).with_suffix(".json").read_text())["quantization"]
+    if int8_saturates():  # this CPU adds u8×s8 pairs in saturating 16 bits: 7-bit weights in every layer
+        assert peaks[-1] <= 64 and peaks[0] >= 60 and scheme["weights_range"] == "7-bit in every layer"
+    else:  # NNCF's default: only the first layer keeps 7 bits
+        assert peaks[0] <= 64 and peaks[1] >= 100 and scheme["weights_range"].startswith("7-bit in the first layer")
     assert int8.size_bytes < 0.5 * fp32.size_bytes
     assert int8.verification["top1_agreement"] >= 90
 
 
-def test_int8_tflite_is_full_integer_without_layout_transposes(trained_lenet, tmp_path):
+def test_int8_tflite_is_integer_between_a_float_stem_and_classifier(trained_lenet, tmp_path):
+    from ai_edge_litert import schema_py_generated as schema
+
     report = export(ExportConfig(str(trained_lenet), formats="tflite", int8=True, calib_size=64, output=tmp_path))
     fp32, int8 = report.artifacts
     runner = open_runner(int8.path)
-    assert runner.input["dtype"] == np.int8 and runner.output["dtype"] == np.int8
+    assert runner.input["dtype"] == np.float32 and runner.output["dtype"] == np.float32
+    model = schema.Model.GetRootAsModel(Path(int8.path).read_bytes(), 0)
+    graph = model.Subgraphs(0)
+    codes = {
+        schema.BuiltinOperator.CONV_2D: "conv",
+        schema.BuiltinOperator.DEPTHWISE_CONV_2D: "conv",  # the one-channel stem
+        schema.BuiltinOperator.FULLY_CONNECTED: "linear",
+    }
+    weights = [
+        (codes[code], graph.Tensors(op.Inputs(1)).Type())
+        for op in (graph.Operators(i) for i in range(graph.OperatorsLength()))
+        if (code := model.OperatorCodes(op.OpcodeIndex()).BuiltinCode()) in codes
+    ]
+    float32, int8_type = schema.TensorType.FLOAT32, schema.TensorType.INT8
+    # LeNet-5: three convolutions, two linear layers; the first and the last stay float
+    assert weights == [
+        ("conv", float32),
+        ("conv", int8_type),
+        ("conv", int8_type),
+        ("linear", int8_type),
+        ("linear", float32),
+    ]
     assert int8.ops.get("TRANSPOSE", 0) <= 1  # at most the one NCHW→NHWC at the input
     assert "QUANTIZE" not in fp32.ops and int8.ops["CONV_2D"] >= 2
     assert int8.size_bytes < 0.5 * fp32.size_bytes
@@ -320,3 +349,100 @@ def test_cli_export_prints_the_verification_table(trained_lenet, tmp_path):
     assert bad.stderr.strip().splitlines() == [
         "error: int8 needs calibration images: pass --calib digits|DIR (never random data)"
     ]
+
+
+def test_int8_saturates_on_x86_without_vnni_only():
+    assert int8_saturates({"avx2", "fma"}, "x86_64")
+    assert not int8_saturates({"avx2", "avx512_vnni"}, "x86_64")
+    assert not int8_saturates({"avx2", "avx_vnni"}, "AMD64")
+    assert not int8_saturates({"asimd"}, "aarch64")  # ARM's int8 dot products accumulate in 32 bits
+
+
+def test_openvino_verifies_fp32_in_f32_and_records_the_runtime_default(tmp_path):
+    import openvino as ov
+
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, create_model("resnet18", num_classes=10, input_size=32))
+    report = export(ExportConfig(str(path), formats="openvino", output=tmp_path / "out"))
+    (artifact,) = report.artifacts
+    default = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").to_string()
+    assert artifact.verification["precision"] == "fp32"  # pinned, read back from the compiled model
+    assert artifact.verification["runtime_default"] == {"f32": "fp32", "f16": "fp16"}.get(default, default)
+    assert artifact.verification["max_abs_diff_over_range"] <= 1e-4 and artifact.status == "ok"
+    assert open_runner(artifact.path, precision="f32").precision == "fp32"
+
+
+def test_status_says_which_target_an_artifact_misses():
+    from edgecnn.export.pipeline import judge
+
+    good = {"cosine": 0.99, "top1_agreement": 99.5, "accuracy": 90.0, "max_abs_diff_over_range": 1e-2}
+    assert judge("int8", good, 90.2) == ("ok", "")
+    status, reason = judge("int8", {**good, "top1_agreement": 97.0, "accuracy": 89.0}, 90.2)
+    assert status == "degraded" and "agreement 97.0% < 99%" in reason and "drop 1.20 > 0.5" in reason
+    assert judge("int8", {**good, "cosine": 0.74}, None)[0] == "broken"
+    assert judge("fp32", {**good, "cosine": 1.0, "max_abs_diff_over_range": 3e-2}, None)[0] == "degraded"
+    assert judge("fp32", {**good, "cosine": 0.99}, None)[0] == "broken"
+
+
+@pytest.fixture
+def broken_tflite_int8(monkeypatch):
+    """TFLite int8 calibrated to a fixed activation step of 8 (real PT2E, real converter): a broken artifact."""
+    from torchao.quantization.pt2e import FixedQParamsObserver
+
+    from edgecnn.export import tflite
+
+    original = tflite._quantization_config
+
+    def coarse(method):
+        config = original(method)
+        observer = FixedQParamsObserver.with_args(scale=8.0, zero_point=0, quant_min=-128, quant_max=127)
+        activation = dataclasses.replace(config.input_activation, observer_or_fake_quant_ctr=observer)
+        return dataclasses.replace(config, input_activation=activation, output_activation=activation)
+
+    monkeypatch.setattr(tflite, "_quantization_config", coarse)
+
+
+def test_export_refuses_an_artifact_its_verification_calls_broken(trained_lenet, tmp_path, broken_tflite_int8):
+    config = ExportConfig(str(trained_lenet), formats="tflite", int8=True, calib_size=16, output=tmp_path)
+    with pytest.raises(EdgeCNNError, match=r"lenet5_int8\.tflite is broken: mean cosine .* --keep-degraded"):
+        export(config)
+    recorded = json.loads((tmp_path / "export.json").read_text())["artifacts"]
+    assert [(a["precision"], a["status"]) for a in recorded] == [("fp32", "ok"), ("int8", "broken")]
+    sidecar = json.loads((tmp_path / "lenet5_int8.json").read_text())
+    assert sidecar["report"]["status"] == "broken" and Path(recorded[1]["path"]).exists()  # kept to inspect
+    kept = export(dataclasses.replace(config, keep_degraded=True))
+    assert kept.artifacts[1].status == "broken"
+
+
+def test_cli_export_exits_1_naming_the_broken_artifact(
+    trained_lenet, tmp_path, broken_tflite_int8, monkeypatch, capsys
+):
+    from edgecnn.cli import main
+
+    arguments = ["edgecnn", "export", str(trained_lenet), "--format", "tflite", "--int8", "--calib-size", "16"]
+    monkeypatch.setattr(sys, "argv", [*arguments, "--output", str(tmp_path)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: lenet5_int8.tflite is broken: mean cosine with PyTorch fp32")
+    monkeypatch.setattr(sys, "argv", [*arguments, "--output", str(tmp_path), "--keep-degraded"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 0  # kept on request, said so
+    assert "warning: lenet5_int8.tflite is broken: mean cosine" in capsys.readouterr().err
+
+
+def test_peers_call_an_int8_artifact_far_below_the_others_broken(tmp_path):
+    from edgecnn.export.pipeline import ArtifactReport, _judge_against_peers, _Run
+
+    def run(name, agreement):
+        artifact = ArtifactReport("f", "int8", str(tmp_path / name), 1, 0.0, {"top1_agreement": agreement})
+        artifact.status = "degraded"
+        return _Run(artifact, {}, np.zeros((1, 1)))
+
+    runs = [run("a.onnx", 85.0), run("b.xml", 83.0), run("c.tflite", 48.7)]
+    _judge_against_peers(runs)
+    assert [r.artifact.status for r in runs] == ["degraded", "degraded", "broken"]
+    assert "36.3 points below a.onnx's 85.0%" in runs[2].artifact.status_reason
+    assert json.loads((tmp_path / "c.json").read_text())["report"]["status"] == "broken"  # the sidecar says so

@@ -40,6 +40,9 @@ class Format:
     modules: tuple[str, ...]
     exporter: str  # module with export_float, quantize_int8, int8_scheme and count_ops
     calibration_methods: tuple[str, ...]  # "auto": the toolchain's own recommended ranges
+    # the compute precision fp32 and int8 artifacts are verified in, for runtimes that choose their own:
+    # OpenVINO computes an "fp32" model in bf16 on CPUs with AVX512-BF16 or AMX unless told f32
+    verify_precision: str | None = None
 
     def load_exporter(self) -> ModuleType:
         return importlib.import_module(self.exporter)
@@ -85,6 +88,7 @@ FORMATS: dict[str, Format] = {
         modules=("openvino", "nncf"),
         exporter="edgecnn.export.openvino",
         calibration_methods=("auto",),
+        verify_precision="f32",
     ),
     "tflite": Format(
         "tflite",

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecnn import __version__
+from edgecnn._interrupt import raise_if_interrupted
 from edgecnn._io import atomic_path, write_json
 from edgecnn.recipe.recipe import Recipe
 from edgecnn.recipe.steps import Outcome, Products, Step
@@ -126,6 +127,7 @@ def run_recipe(
             folder.mkdir(parents=True)
             began = time.perf_counter()
             outcome = step.run(products, folder)
+            raise_if_interrupted()  # a step a Ctrl-C interrupted is not finished, whatever it returned
             seconds = time.perf_counter() - began
             if outcome.exit_code != NOT_EVALUATED:  # "could not evaluate" is no result to reuse
                 marker = {"key": key, "kind": step.kind, "seconds": seconds, **dataclasses.asdict(outcome)}

@@ -7,6 +7,7 @@ numpy and the runtime itself: they are what ``edgecnn bench --remote`` ships to 
 from __future__ import annotations
 
 import importlib
+import platform
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,8 @@ class Runner(Protocol):
     """One artifact loaded in its own runtime.
 
     ``metadata`` is what the artifact carries inside; ``precision`` is what really computes (OpenVINO
-    may run an fp32 model in bf16); ``notes`` say where an optimisation did not apply; ``input_shape``
+    may run an fp32 model in bf16), ``default_precision`` what would compute had none been pinned;
+    ``notes`` say where an optimisation did not apply; ``input_shape``
     lets models from other tools, without edgecnn's metadata, be benchmarked too.
     """
 
@@ -34,6 +36,7 @@ class Runner(Protocol):
     device: str
     metadata: dict[str, Any]
     precision: str
+    default_precision: str
     notes: list[str]
     input_shape: list[int | None]  # as the runtime declares it (None: a dynamic dimension)
 
@@ -154,6 +157,18 @@ def pinned_precision_unsupported(runtime: str, precision: str | None) -> None:
 
 def artifact_precision(metadata: dict[str, Any]) -> str:
     return str(metadata.get("precision", "fp32"))
+
+
+#: x86 flags of the instructions that multiply u8×s8 and add in 32 bits, without a saturating 16-bit step
+VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def int8_saturates(flags: set[str] | None = None, machine: str | None = None) -> bool:
+    """Whether this CPU's int8 kernels add pairs of u8×s8 products in saturating 16-bit lanes
+    (VPMADDUBSW): x86 without VNNI. ``flags`` and ``machine`` default to this machine's."""
+    machine = platform.machine() if machine is None else machine
+    flags = cpu_flags() if flags is None else flags
+    return machine.lower() in ("x86_64", "amd64", "i686", "x86") and not flags & VNNI_FLAGS
 
 
 def cpu_flags() -> set[str]:

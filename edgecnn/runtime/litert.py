@@ -81,6 +81,7 @@ class LiteRtRunner:
         self.input_shape: list[int | None] = [int(d) for d in self.input["shape"]]
         self.metadata: dict[str, Any] = read_metadata(path)
         self.precision = artifact_precision(self.metadata) if self.metadata else _stored_precision(self.interpreter)
+        self.default_precision = self.precision
         self.notes: list[str] = _delegate_notes(self.interpreter)
         self._bound = False
 

@@ -13,14 +13,13 @@ from edgecnn.errors import EdgeCNNError
 from edgecnn.runtime.base import (
     METADATA_KEY,
     artifact_precision,
-    cpu_flags,
     import_runtime,
+    int8_saturates,
     load_error,
     pinned_precision_unsupported,
 )
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
-VNNI_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8"}
 
 
 class OnnxRuntimeRunner:
@@ -50,10 +49,10 @@ class OnnxRuntimeRunner:
             raise load_error(self.name, path, exc) from exc
         stored = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
         self.metadata: dict[str, Any] = json.loads(stored) if stored else {}
-        self.precision = artifact_precision(self.metadata)
+        self.precision = self.default_precision = artifact_precision(self.metadata)
         self.providers: list[str] = self.session.get_providers()
         self.notes: list[str] = [f"providers: {', '.join(self.providers)}"] if device == "gpu" else []
-        if device == "cpu" and self.precision == "int8" and not cpu_flags() & VNNI_FLAGS:
+        if device == "cpu" and self.precision == "int8" and int8_saturates():
             self.notes.append(
                 "this CPU has no VNNI: onnxruntime's int8 kernels (VPMADDUBSW) can saturate; "
                 "if int8 accuracy suffers here, quantize with reduce_range"

@@ -25,6 +25,12 @@ def read_metadata(model: Any) -> dict[str, Any]:
     return json.loads(model.get_rt_info([METADATA_KEY]).astype(str))
 
 
+def _precision_name(hint: Any) -> str:
+    """edgecnn's name for an OpenVINO element type ("f32" -> "fp32")."""
+    name = hint.to_string() if hasattr(hint, "to_string") else str(hint)
+    return {"f32": "fp32", "f16": "fp16"}.get(name, name)
+
+
 class OpenVinoRunner:
     name = "openvino"
 
@@ -52,10 +58,12 @@ class OpenVinoRunner:
             raise load_error(self.name, path, exc) from exc
         self.metadata: dict[str, Any] = read_metadata(model)
         #: the precision OpenVINO computes the non-int8 parts in (it may pick bf16 for an fp32 model)
-        hint = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
-        self.inference_precision = {"f32": "fp32", "f16": "fp16"}.get(hint, hint)
+        self.inference_precision = _precision_name(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        #: what the device computes in when nothing is pinned (bf16 on CPUs with AVX512-BF16 or AMX)
+        default = _precision_name(core.get_property(target, "INFERENCE_PRECISION_HINT"))
         stored = artifact_precision(self.metadata)
         self.precision = f"int8+{self.inference_precision}" if stored == "int8" else self.inference_precision
+        self.default_precision = f"int8+{default}" if stored == "int8" else default
         self.notes: list[str] = []
         self.input_shape = [d.get_length() if d.is_static else None for d in self.compiled.input(0).get_partial_shape()]
         if stored == "fp32" and self.inference_precision != "fp32":

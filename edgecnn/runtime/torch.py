@@ -34,6 +34,7 @@ class TorchRunner:
         self.model = checkpoint.model.eval().to(self._device, self._dtype)
         meta = get_model_meta(checkpoint.model)
         self.precision = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self._dtype]
+        self.default_precision = "fp32"
         self.metadata: dict[str, Any] = {
             "model": meta.name,
             "classes": meta.class_names,
