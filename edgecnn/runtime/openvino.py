@@ -27,7 +27,7 @@ def read_metadata(model: Any) -> dict[str, Any]:
 
 def _precision_name(hint: Any) -> str:
     """edgecnn's name for an OpenVINO element type ("f32" -> "fp32")."""
-    name = hint.to_string() if hasattr(hint, "to_string") else str(hint)
+    name = hint.to_string()
     return {"f32": "fp32", "f16": "fp16"}.get(name, name)
 
 
