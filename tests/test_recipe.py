@@ -177,3 +177,24 @@ def test_a_prune_step_hands_the_pruned_checkpoint_to_the_next_steps(tmp_path):
     export_report = json.loads((tmp_path / "run/03-export/export.json").read_text())
     assert export_report["weights"] == "checkpoint:pruned.pt"
     assert "| parameters |" in (tmp_path / "run/report.md").read_text()
+
+
+def test_a_step_key_follows_edgecnn_own_code_not_only_its_version(tmp_path, monkeypatch):
+    import shutil
+
+    import edgecnn
+    from edgecnn.recipe import run as runner
+
+    package = tmp_path / "edgecnn"
+    shutil.copytree(Path(edgecnn.__file__).parent, package)
+    before = runner.package_digest(package)
+    (package / "export" / "__pycache__").mkdir(exist_ok=True)
+    (package / "export" / "__pycache__" / "stale.pyc").write_bytes(b"bytecode")
+    assert runner.package_digest(package) == before  # bytecode caches are not the code
+    exporter = package / "export" / "onnx.py"
+    exporter.write_text(exporter.read_text() + "\n# changed\n")
+    assert runner.package_digest(package) != before
+    step = load_recipe(write_recipe(tmp_path)).steps[0]
+    key = runner.step_key(step, {})
+    monkeypatch.setattr(runner, "_code_digest", lambda: "other code")
+    assert runner.step_key(step, {}) != key

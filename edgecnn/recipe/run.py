@@ -2,7 +2,7 @@
 
 Each step works in its own folder (``<output>/01-train``) and, when it has finished, writes
 ``step.json`` last: its cache key (a hash of the step's keys, of the *contents* of its inputs and of
-the edgecnn version), its products and its summary. A later run whose key matches reuses the folder;
+edgecnn's own files), its products and its summary. A later run whose key matches reuses the folder;
 a changed input changes the keys of the steps that depend on it, and only those run again. A folder
 without a finished ``step.json`` (an interrupted step) is cleared and its step runs again, so an
 interrupted run resumes at the step it was in.
@@ -11,6 +11,7 @@ interrupted run resumes at the step it was in.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import shutil
@@ -22,6 +23,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+import edgecnn
 from edgecnn import __version__
 from edgecnn._interrupt import raise_if_interrupted
 from edgecnn._io import atomic_path, write_json
@@ -71,8 +73,29 @@ class RunResult:
         }
 
 
+def package_digest(root: Path) -> str:
+    """A hash of every file under ``root`` (source and package data, not bytecode caches)."""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.relative_to(root).parts:
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@functools.cache
+def _code_digest() -> str:
+    """edgecnn's own files as installed: its version stays the same between commits, and a step made by
+    other code (a changed exporter, say) must not be reused."""
+    return package_digest(Path(edgecnn.__file__).parent)
+
+
 def step_key(step: Step, inputs: dict[str, Any]) -> str:
-    payload = {"edgecnn_version": __version__, "step": step.model_dump(mode="json"), "inputs": inputs}
+    payload = {
+        "edgecnn_version": __version__,
+        "edgecnn_code": _code_digest(),
+        "step": step.model_dump(mode="json"),
+        "inputs": inputs,
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
