@@ -615,6 +615,8 @@ def _print_gate(result: GateReport) -> None:
     for v in result.verdicts:
         for line in [*v.reasons, *([v.noise] if v.noise and v.status != "pass" else [])]:
             console.print(f"  {Path(v.artifact).name}: {line}", highlight=False, markup=False)
+    if result.resolution:
+        err_console.print(f"[yellow]warning:[/yellow] {result.resolution}", highlight=False)
 
 
 def _si(count: int) -> str:

@@ -188,3 +188,15 @@ def test_the_github_actions_example_uses_options_that_exist():
         options = set(re.findall(r"--[a-z-]+", invocations[command]))
         help_text = run_cli(command, "--help", columns=200).stdout
         assert options and all(option in help_text for option in options), options
+
+
+def test_the_gate_says_when_its_images_cannot_resolve_the_thresholds():
+    from edgecnn.bench.gate import GateReport, markdown, resolution_warning
+
+    warning = resolution_warning(269, max_drop=0.5, min_agreement=0.99)
+    assert warning.startswith("269 images cannot resolve these thresholds: one image is 0.37 points")
+    assert "--max-drop 0.5 is 1.3 image(s)" in warning and "allows 2.7 changed image(s)" in warning
+    assert resolution_warning(10_000, max_drop=0.5, min_agreement=0.99) is None  # 50 and 100 images
+    assert "--max-drop" not in resolution_warning(269, max_drop=2, min_agreement=0.99)
+    report = GateReport("b.pt", "pytorch", 97.0, "digits", 269, "top1", 0.5, 0.99, [], 0.1, resolution=warning)
+    assert f"⚠️ {warning}." in markdown(report)

@@ -33,6 +33,7 @@ METRICS = ("top1", "top5")
 Z95 = 1.959964  # two-sided 95% normal quantile
 SIGNIFICANCE = 0.05
 SHOWN_FLIPS = 10  # per candidate in the Markdown summary; the JSON keeps them all
+RESOLVING_IMAGES = 3  # fewer images than this between pass and fail: luck decides
 
 
 class GateError(EdgeCNNError):
@@ -172,6 +173,7 @@ class GateReport:
     verdicts: list[Verdict]
     seconds: float
     timestamp: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    resolution: str | None = None  # why these images cannot resolve the thresholds, if they cannot
 
     @property
     def exit_code(self) -> int:
@@ -189,6 +191,23 @@ class GateReport:
             "exit_code": self.exit_code,
             **dataclasses.asdict(self),
         }
+
+
+def resolution_warning(images: int, max_drop: float, min_agreement: float) -> str | None:
+    """Why ``images`` cannot resolve the thresholds, or None: a threshold worth fewer than
+    ``RESOLVING_IMAGES`` images is decided by which near-ties happen to flip, not by the model."""
+    point = 100 / images
+    short = []
+    if max_drop / point < RESOLVING_IMAGES:
+        short.append(f"--max-drop {max_drop:g} is {max_drop / point:.1f} image(s)")
+    if (1 - min_agreement) * images < RESOLVING_IMAGES:
+        short.append(f"--min-agreement {min_agreement:.1%} allows {(1 - min_agreement) * images:.1f} changed image(s)")
+    if not short:
+        return None
+    return (
+        f"{images} images cannot resolve these thresholds: one image is {point:.2f} points, so "
+        f"{' and '.join(short)}; which near-ties flip decides the verdict (use more images)"
+    )
 
 
 def mcnemar_p(lost: int, gained: int) -> float:
@@ -308,6 +327,7 @@ def run_gate(config: GateConfig, baseline: Answers | None = None) -> GateReport:
         min_agreement=config.min_agreement,
         verdicts=verdicts,
         seconds=time.perf_counter() - started,
+        resolution=resolution_warning(len(baseline.labels), config.max_drop, config.min_agreement),
     )
 
 
@@ -328,6 +348,7 @@ def markdown(report: GateReport) -> str:
         f"{report.baseline_accuracy:.2f}% on {report.data}. One image is {100 / report.images:.2f} points.",
         f"A candidate fails when its {metric} falls more than {report.max_drop:g} point(s) below the baseline "
         f"or its top-1 agreement with the baseline is under {report.min_agreement:.1%}.",
+        *(["", f"⚠️ {report.resolution}."] if report.resolution else []),
         "",
         f"| artifact | runtime | {metric} | drop (95% CI) | agreement | lost / gained | verdict |",
         "|---|---|---|---|---|---|---|",
@@ -399,6 +420,7 @@ def junit_xml(report: GateReport) -> str:
         "metric": report.metric,
         "max_drop": f"{report.max_drop:g}",
         "min_agreement": f"{report.min_agreement:g}",
+        **({"resolution": report.resolution} if report.resolution else {}),
     }
     for name, value in settings.items():
         ET.SubElement(properties, "property", name=name, value=value)
