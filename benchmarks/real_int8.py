@@ -40,9 +40,9 @@ from PIL import Image
 
 from edgecnn import __version__
 from edgecnn.bench.measure import environment
-from edgecnn.data.datasets import calibration_indices, open_source, preprocess_images, split_for
 from edgecnn.data.preprocessing import Preprocessing
-from edgecnn.export import ExportConfig, export
+from edgecnn.export import FORMATS, ExportConfig, export
+from edgecnn.export.pipeline import _gather_data, verify
 from edgecnn.models import create_model, get_model_meta
 from edgecnn.models.checkpoint import load_checkpoint, save_checkpoint
 from edgecnn.optimize import fold_batchnorm
@@ -88,7 +88,7 @@ def main() -> None:
         }
         for artifact in (a for a in report.artifacts if a.precision == "int8"):
             ours = artifact.verification
-            theirs = _agreement(stock[artifact.format], verification, reference)
+            theirs = _agreement(artifact.format, stock[artifact.format], verification, reference)
             rows.append(
                 {
                     "format": artifact.format,
@@ -211,19 +211,18 @@ def _random_crop(photo: Image.Image, rng: random.Random, size: int = 274) -> Ima
 
 
 def _images(checkpoint: Path, photos: Path) -> tuple[np.ndarray, np.ndarray]:
-    """The calibration and verification images ``edgecnn export --calib`` chose, chosen the same way."""
-    source = open_source(photos)
-    split = split_for(source, None)
-    preprocessing = get_model_meta(load_checkpoint(checkpoint).model).preprocessing
-    chosen = calibration_indices(source.labels, split.train, CALIBRATION_SIZE, seed=0)
-    return preprocess_images(source, chosen, preprocessing), preprocess_images(source, split.test, preprocessing)
+    """The calibration and verification images ``edgecnn export --calib`` uses, chosen by the export itself."""
+    loaded = load_checkpoint(checkpoint)
+    config = ExportConfig(str(checkpoint), int8=True, calib=str(photos), calib_size=CALIBRATION_SIZE)
+    data = _gather_data(config, get_model_meta(loaded.model), loaded.metadata, [])
+    assert data.calibration is not None
+    return data.calibration, data.verification
 
 
-def _agreement(path: Path, images: np.ndarray, reference: np.ndarray) -> dict[str, float]:
-    from edgecnn.export.pipeline import verify
-
-    precision = "f32" if path.suffix == ".xml" else None
-    return verify(reference, run_in_batches(open_runner(path, precision=precision), images, 1), None)
+def _agreement(fmt: str, path: Path, images: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """``path`` verified as the export verifies an artifact of format ``fmt`` (its pinned precision too)."""
+    runner = open_runner(path, precision=FORMATS[fmt].verify_precision)
+    return verify(reference, run_in_batches(runner, images, 1), None)
 
 
 def _stock_onnxruntime(fp32: Path, calibration: np.ndarray, path: Path) -> Path:

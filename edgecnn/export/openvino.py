@@ -58,7 +58,8 @@ def quantize_int8(job: Int8Job) -> Path:
     agreed 92.9% with fp32 without the fix, 98.5% with NNCF's default, 99.3% with it in every layer).
     CPUs with VNNI do not saturate and keep NNCF's default (7 bits in the first layer only): 7-bit
     weights everywhere cost Lite1 3.7 points of agreement there (84.8% → 81.1%) and no latency
-    (MobileNetV2 at 224, one thread, interleaved: 2.66 against 2.70 ms).
+    (MobileNetV2 at 224, one thread, interleaved: 2.66 against 2.70 ms; a one-off comparison on the images
+    of ``benchmarks/real_int8.py``).
     """
     import nncf
     import openvino as ov

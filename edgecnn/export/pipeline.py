@@ -236,6 +236,11 @@ def _state_hash(model: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+def top1_accuracy(logits: np.ndarray, labels: np.ndarray | None) -> float | None:
+    """Top-1 accuracy in percent, or None without labels."""
+    return None if labels is None else float((logits.argmax(1) == labels).mean() * 100)
+
+
 def verify(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | None) -> dict[str, Any]:
     """Agreement of ``candidate`` logits with ``reference``: max |Δ|, its ratio to the logit range,
     the median image's max |Δ|, mean cosine similarity, top-1 agreement, and accuracy where labels
@@ -262,7 +267,7 @@ def verify(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | No
         "changed_top1_margins": sorted(round(float(m), 4) for m in top_two[:, 1] - top_two[:, 0]),
     }
     if labels is not None:
-        result["accuracy"] = float((candidate.argmax(1) == labels).mean() * 100)
+        result["accuracy"] = top1_accuracy(candidate, labels)
     return result
 
 
@@ -286,20 +291,21 @@ def judge(precision: str, verification: dict[str, Any], reference_accuracy: floa
 
 def _judge_against_peers(runs: list[_Run]) -> None:
     """An int8 artifact far below the other formats' int8 on the same images is broken, not unlucky."""
-    int8 = [run.artifact for run in runs if run.artifact.precision == "int8"]
-    for artifact in int8:
-        others = [a for a in int8 if a is not artifact and a.status != "broken"]
-        if not others:
+    int8 = [run for run in runs if run.artifact.precision == "int8"]
+    for run in int8:
+        artifact = run.artifact
+        others = [r.artifact for r in int8 if r is not run and r.artifact.status != "broken"]
+        if artifact.status == "broken" or not others:
             continue
         best = max(others, key=lambda a: a.verification["top1_agreement"])
         gap = best.verification["top1_agreement"] - artifact.verification["top1_agreement"]
-        if artifact.status != "broken" and gap >= BROKEN_AGREEMENT_GAP:
+        if gap >= BROKEN_AGREEMENT_GAP:
             artifact.status = "broken"
             artifact.status_reason = (
                 f"top-1 agreement {artifact.verification['top1_agreement']:.1f}%, {gap:.1f} points below "
                 f"{Path(best.path).name}'s {best.verification['top1_agreement']:.1f}% on the same images"
             )
-            next(run for run in runs if run.artifact is artifact).write_sidecar()
+            run.write_sidecar()
 
 
 def changed_top1_line(name: str, verification: dict[str, Any], shown: int = 8) -> str | None:
@@ -350,7 +356,7 @@ def export(config: ExportConfig) -> ExportReport:
         if artifact.status == "degraded" or (artifact.status == "broken" and config.keep_degraded):
             kept = ", kept as --keep-degraded asks" if artifact.status == "broken" else ""
             warnings.append(f"{Path(artifact.path).name} is {artifact.status}: {artifact.status_reason}{kept}")
-    reference_accuracy = float((reference.argmax(1) == data.labels).mean() * 100) if data.labels is not None else None
+    reference_accuracy = top1_accuracy(reference, data.labels)
     report = ExportReport(
         model=meta.name,
         weights=meta.weights,
@@ -398,9 +404,8 @@ class _Run:
     def compare_with(self, reference: np.ndarray, labels: np.ndarray | None) -> None:
         """Compare with ``reference`` into the artifact's report, judge it alone, write its sidecar."""
         self.artifact.verification = {**verify(reference, self.logits, labels), **self.computed_in}
-        reference_accuracy = float((reference.argmax(1) == labels).mean() * 100) if labels is not None else None
         self.artifact.status, self.artifact.status_reason = judge(
-            self.artifact.precision, self.artifact.verification, reference_accuracy
+            self.artifact.precision, self.artifact.verification, top1_accuracy(reference, labels)
         )
         self.write_sidecar()
 
