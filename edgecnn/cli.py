@@ -17,6 +17,7 @@ from typer.core import TyperGroup
 from edgecnn import __version__
 from edgecnn import _interrupt as interrupt
 from edgecnn.data.augment import DEFAULT_AUGMENT
+from edgecnn.data.datasets import BUILT_IN
 from edgecnn.errors import EdgeCNNError
 from edgecnn.export.pipeline import STATUS_RULE
 from edgecnn.train.config import LossName, OptimizerName, SchedulerName
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from edgecnn.bench.gate import GateReport
 
 SCHEMA_VERSION = 1
+DATA_NAMES = "'" + "', '".join(BUILT_IN) + "' (built in)"
 console = Console()
 err_console = Console(stderr=True)
 
@@ -140,7 +142,7 @@ def models_info(
 @app.command()
 def train(
     model: Annotated[str, typer.Argument(help="A model name (`edgecnn models`) or an edgecnn checkpoint (.pt).")],
-    data: Annotated[str, typer.Option(help="'digits' (built in, offline) or a folder ROOT/CLASS/IMAGE.")] = "digits",
+    data: Annotated[str, typer.Option(help=f"{DATA_NAMES} or a folder ROOT/CLASS/IMAGE.")] = "digits",
     weights: Annotated[
         str | None, typer.Option(help="Start from 'imagenet' (torchvision's checkpoint) or a state-dict PATH.")
     ] = None,
@@ -168,7 +170,12 @@ def train(
     ),
     seed: Annotated[int, typer.Option(help="Seeds the split, the initialisation and the batch order.")] = 0,
     val_fraction: Annotated[float, typer.Option(min=0.0, max=0.9)] = 0.15,
-    test_fraction: Annotated[float, typer.Option(min=0.01, max=0.9)] = 0.15,
+    test_fraction: Annotated[
+        float, typer.Option(min=0.01, max=0.9, help="Ignored where the data set publishes its test split.")
+    ] = 0.15,
+    train_images: Annotated[
+        int | None, typer.Option(min=1, help="Train on a seeded, class-balanced subset of N training images.")
+    ] = None,
     workers: Annotated[int, typer.Option(min=0, help="Data-loading worker processes.")] = 0,
     strict: Annotated[bool, typer.Option(help="Fail on unreadable files instead of skipping them.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda (mixed precision on CUDA).")] = "auto",
@@ -205,6 +212,7 @@ def train(
         seed=seed,
         val_fraction=val_fraction,
         test_fraction=test_fraction,
+        train_images=train_images,
         workers=workers,
         strict=strict,
         device=device,
@@ -228,7 +236,11 @@ def export_command(
     int8: Annotated[bool, typer.Option("--int8", help="Also write int8 (static post-training) artifacts.")] = False,
     fp16: Annotated[bool, typer.Option("--fp16", help="Write fp16 artifacts (formats that support it).")] = False,
     calib: Annotated[
-        str | None, typer.Option(help="Calibration images: 'digits' or a folder; a checkpoint uses its own data.")
+        str | None,
+        typer.Option(
+            help=f"Calibration images: {DATA_NAMES}, an ImageFolder or a flat folder of images; default: a "
+            "checkpoint's own data, Imagenette for ImageNet weights."
+        ),
     ] = None,
     calib_size: Annotated[int, typer.Option(min=1, help="Calibration images, class-balanced.")] = 128,
     calib_method: Annotated[
@@ -332,7 +344,7 @@ def prune_command(
     finetune_epochs: Annotated[int, typer.Option(min=0, help="Fine-tuning epochs after each step; 0: none.")] = 10,
     lr: Annotated[float | None, typer.Option(help="Fine-tuning peak learning rate (default: the training's).")] = None,
     data: Annotated[
-        str | None, typer.Option(help="'digits' or a folder; default: the checkpoint's training data.")
+        str | None, typer.Option(help=f"{DATA_NAMES} or a folder; default: the checkpoint's training data.")
     ] = None,
     unstructured: Annotated[
         bool, typer.Option("--unstructured", help="Zero single weights instead: smaller compressed file, same latency.")
@@ -403,7 +415,7 @@ def bench_command(
     precision: Annotated[
         str | None, typer.Option(help="Pin the compute precision: f32, bf16 or fp16 (OpenVINO, PyTorch).")
     ] = None,
-    data: Annotated[str | None, typer.Option(help="Also measure accuracy on 'digits' or an image folder.")] = None,
+    data: Annotated[str | None, typer.Option(help=f"Also measure accuracy on {DATA_NAMES} or an image folder.")] = None,
     remote: Annotated[
         str | None, typer.Option(help="[USER@]HOST: run on a device over your OpenSSH client (keys, ~/.ssh/config).")
     ] = None,
@@ -465,7 +477,7 @@ def bench_command(
 @app.command("eval")
 def eval_command(
     artifacts: ArtifactsArgument,
-    data: Annotated[str, typer.Option(help="'digits' or an image folder (class per subfolder).")],
+    data: Annotated[str, typer.Option(help=f"{DATA_NAMES} or an image folder (class per subfolder).")],
     runtime: RuntimeOption = "auto",
     device: DeviceOption = "cpu",
     as_json: JsonFlag = False,
@@ -500,7 +512,7 @@ def check_command(
         Path, typer.Option(help="The reference: a checkpoint, an artifact, or a baseline.json of its answers.")
     ],
     data: Annotated[
-        str, typer.Option(help="'digits' or an image folder; a model's own data gives its held-out split.")
+        str, typer.Option(help=f"{DATA_NAMES} or an image folder; a model's own data gives its held-out split.")
     ],
     max_drop: Annotated[float, typer.Option(min=0, help="Fail when accuracy falls more points than this.")] = 1.0,
     min_agreement: Annotated[

@@ -15,7 +15,7 @@ from edgecnn.data.datasets import (
     DigitsSource,
     FolderSource,
     ImageDataset,
-    calibration_indices,
+    balanced_sample,
     open_source,
     stratified_split,
 )
@@ -69,12 +69,12 @@ def test_bad_split_fractions():
 
 def test_calibration_sample_is_class_balanced(digits):
     pool = stratified_split(digits.labels, seed=0).train
-    chosen = calibration_indices(digits.labels, pool, 64, seed=1)
+    chosen = balanced_sample(digits.labels, pool, 64, seed=1)
     assert len(chosen) == len(set(chosen)) == 64
     assert set(chosen) <= set(pool)
     counts = Counter(digits.labels[i] for i in chosen)
     assert max(counts.values()) - min(counts.values()) <= 1
-    assert chosen == calibration_indices(digits.labels, pool, 64, seed=1)
+    assert chosen == balanced_sample(digits.labels, pool, 64, seed=1)
 
 
 def test_preprocessing_resizes_crops_and_normalises():

@@ -90,19 +90,19 @@ def test_cache_defaults_to_torch_hub_checkpoints(monkeypatch, tmp_path):
 def test_imagenet_weights_load_from_the_cache(cache):
     source = create_model("mobilenet_v2").state_dict()
     cache.mkdir()
-    torch.save(source, cache / get_model_spec("mobilenet_v2").pretrained.filename)
+    torch.save(source, cache / get_model_spec("mobilenet_v2").default_weights.filename)
     model = create_model("mobilenet_v2", weights="imagenet")
     for key, value in model.state_dict().items():
         assert torch.equal(value, source[key]), key
     meta = get_model_meta(model)
-    assert meta.weights == "imagenet:mobilenet_v2-b0353104.pth"
+    assert meta.weights == "imagenet:mobilenet_v2-7ebf99e0.pth"  # IMAGENET1K_V2, the default
     assert meta.class_names[1] == "goldfish"
 
 
 def test_imagenet_preprocessing_follows_the_checkpoint(cache):
     source = create_model("efficientnet_b3").state_dict()
     cache.mkdir()
-    torch.save(source, cache / get_model_spec("efficientnet_b3").pretrained.filename)
+    torch.save(source, cache / get_model_spec("efficientnet_b3").default_weights.filename)
     p = get_model_meta(create_model("efficientnet_b3", weights="imagenet")).preprocessing
     assert (p.crop, p.resize, p.interpolation) == (300, 320, "bicubic")
 
@@ -110,7 +110,7 @@ def test_imagenet_preprocessing_follows_the_checkpoint(cache):
 def test_googlenet_checkpoint_with_aux_heads_loads_and_switches_on_transform_input(cache):
     source = create_model("googlenet", aux_logits=True).state_dict()
     cache.mkdir()
-    torch.save(source, cache / get_model_spec("googlenet").pretrained.filename)
+    torch.save(source, cache / get_model_spec("googlenet").default_weights.filename)
     model = create_model("googlenet", weights="imagenet")
     assert model.transform_input and model.aux1 is None
     assert torch.equal(model.fc.weight, source["fc.weight"])

@@ -30,8 +30,7 @@ def test_parameters_and_macs_equal_torchvision(name, reference_models):
 @pytest.mark.parametrize("name", [n for n in TORCHVISION_NAMES if n != "vgg13_bn"])
 def test_published_accuracy_and_crop_are_carried(name, reference_models):
     reference = reference_models[name]
-    weights = get_model_spec(name).pretrained
-    assert weights is not None
+    weights = get_model_spec(name).published["imagenet-v1"]  # the reference has the first weight set
     assert weights.top1 == pytest.approx(reference["acc1"])
     assert weights.top5 == pytest.approx(reference["acc5"])
     assert weights.crop == reference["crop"]

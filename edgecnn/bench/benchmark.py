@@ -135,6 +135,8 @@ def eval_images(data: str, metadata: dict[str, Any]) -> EvalImages:
     if not metadata.get("preprocessing"):
         raise EdgeCNNError("the artifact carries no edgecnn metadata: its preprocessing and classes are unknown")
     source = open_source(data)
+    if not source.labelled:
+        raise EdgeCNNError(f"{source.name} has no class folders: accuracy needs ROOT/CLASS/IMAGE.jpg")
     classes = metadata.get("classes") or []
     if classes != source.classes:
         raise EdgeCNNError(
@@ -145,6 +147,9 @@ def eval_images(data: str, metadata: dict[str, Any]) -> EvalImages:
     if held_out and held_out["fingerprint"] == fingerprint:
         indices = list(held_out["test_indices"])
         description = f"{source.name}: the {len(indices)} held-out test images of the training split"
+    elif source.official_test is not None:
+        indices = list(source.official_test)
+        description = f"{source.name}: its {len(indices)} published test images"
     else:
         indices = list(range(len(source.labels)))
         description = f"{source.name}: all {len(indices)} images"

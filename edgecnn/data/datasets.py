@@ -6,11 +6,13 @@ model's :class:`~edgecnn.data.Preprocessing`, so training, calibration and evalu
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -36,6 +38,10 @@ class ImageSource(Protocol):
     labels: list[int]
     #: resize/crop ratio suited to the images (1.0: the object fills the frame), None: the model's
     crop_ratio: float | None
+    #: False for a flat folder of images: calibration and agreement only, no accuracy
+    labelled: bool
+    #: the published test split (Fashion-MNIST's 10,000, Imagenette's validation folder), else None
+    official_test: tuple[int, ...] | None
 
     def image(self, index: int) -> Image.Image: ...
 
@@ -50,6 +56,8 @@ class DigitsSource:
 
     name = "digits"
     crop_ratio = 1.0
+    labelled = True
+    official_test = None
 
     def __init__(self) -> None:
         table = _digits_table()
@@ -82,63 +90,128 @@ def _digits_table() -> np.ndarray:
     return np.loadtxt(path, delimiter=",")
 
 
+@dataclass
+class ScannedImages:
+    """The readable images under some folders and what was skipped, so a caller can report a count."""
+
+    paths: list[Path] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    sizes: list[tuple[int, int]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    def add_folder(self, folder: Path, label: int, recursive: bool = True) -> int:
+        """Add ``folder``'s image files under ``label``; returns how many were readable."""
+        found = 0
+        for path in _files(folder, recursive, self.skipped):
+            size_or_problem = _image_size(path)
+            if isinstance(size_or_problem, str):
+                self.skipped.append(f"{path} ({size_or_problem})")
+                continue
+            self.paths.append(path)
+            self.labels.append(label)
+            self.sizes.append(size_or_problem)
+            found += 1
+        return found
+
+    def report_skipped(self, strict: bool) -> None:
+        if not self.skipped:
+            return
+        if strict:
+            raise DataError(f"{len(self.skipped)} files are not readable images, e.g. {self.skipped[0]}")
+        log.warning("skipped %d files that are not readable images, e.g. %s", len(self.skipped), self.skipped[0])
+
+
+def _files(folder: Path, recursive: bool, skipped: list[str]) -> list[Path]:
+    """Visible files under ``folder``, sorted; a folder that cannot be listed is counted as skipped."""
+    try:
+        entries = folder.rglob("*") if recursive else folder.iterdir()
+        return sorted(p for p in entries if not p.name.startswith(".") and (p.is_file() or p.is_symlink()))
+    except OSError as exc:
+        skipped.append(f"{folder} (cannot list: {exc.strerror or type(exc).__name__})")
+        return []
+
+
 class FolderSource:
-    """An ImageFolder: ``root/<class>/<image>``; JPEG, PNG and the other formats PIL reads."""
+    """A folder of images: an ImageFolder (``root/<class>/<image>``, labelled) or a flat folder
+    (``root/<image>``, unlabelled: enough to calibrate and to check agreement, not accuracy).
+    JPEG, PNG and the other formats PIL reads; unreadable files are skipped with a count."""
 
     crop_ratio = None
+    official_test = None
 
     def __init__(self, root: str | Path, strict: bool = False) -> None:
         self.root = Path(root)
         self.name = str(self.root)
         if not self.root.is_dir():
-            raise DataError(f"data folder not found: {self.root} (expected ROOT/CLASS/IMAGE.jpg, or 'digits')")
-        class_dirs = sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        if not class_dirs:
-            raise DataError(f"{self.root} has no class folders (expected ROOT/CLASS/IMAGE.jpg)")
-        if len(class_dirs) < 2:
-            raise DataError(f"{self.root} has one class ({class_dirs[0].name}); classification needs at least 2")
-        self.classes = [p.name for p in class_dirs]
-        self.paths: list[Path] = []
-        self.labels = []
-        self.sizes: list[tuple[int, int]] = []
-        skipped: list[str] = []
-        for label, class_dir in enumerate(class_dirs):
-            found = 0
-            for path in sorted(p for p in class_dir.rglob("*") if p.is_file() and not p.name.startswith(".")):
-                size_or_problem = _image_size(path)
-                if isinstance(size_or_problem, str):
-                    skipped.append(f"{path} ({size_or_problem})")
-                    continue
-                self.paths.append(path)
-                self.labels.append(label)
-                self.sizes.append(size_or_problem)
-                found += 1
-            if found == 0:
-                raise DataError(f"class folder {class_dir} has no readable images")
-        if skipped:
-            if strict:
-                raise DataError(f"{len(skipped)} files are not readable images, e.g. {skipped[0]}")
-            log.warning("skipped %d files that are not readable images, e.g. %s", len(skipped), skipped[0])
-        self.skipped = len(skipped)
+            raise DataError(
+                f"data folder not found: {self.root} (expected ROOT/CLASS/IMAGE.jpg, a folder of images, "
+                f"or one of: {', '.join(BUILT_IN)})"
+            )
+        try:
+            class_dirs = sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        except OSError as exc:
+            raise DataError(f"cannot list {self.root}: {exc.strerror or exc}") from None
+        scanned = ScannedImages()
+        if class_dirs:
+            if len(class_dirs) < 2:
+                raise DataError(f"{self.root} has one class ({class_dirs[0].name}); classification needs at least 2")
+            for label, class_dir in enumerate(class_dirs):
+                if scanned.add_folder(class_dir, label) == 0:
+                    raise DataError(f"class folder {class_dir} has no readable images")
+            self.classes = [p.name for p in class_dirs]
+        else:
+            if scanned.add_folder(self.root, 0, recursive=False) == 0:
+                raise DataError(f"{self.root} has no readable images (nor class folders of them)")
+            self.classes = []
+        self.labelled = bool(class_dirs)
+        scanned.report_skipped(strict)
+        self.paths, self.labels, self.sizes = scanned.paths, scanned.labels, scanned.sizes
+        self.skipped = len(scanned.skipped)
 
     def image(self, index: int) -> Image.Image:
-        with Image.open(self.paths[index]) as image:
-            image.load()
-            return image
+        return load_image(self.paths[index])
 
     def check_min_size(self, crop: int) -> None:
-        small = [path for path, size in zip(self.paths, self.sizes, strict=True) if min(size) < crop]
-        if small:
-            raise DataError(
-                f"{len(small)} images are smaller than the {crop}-pixel input (e.g. {small[0]}); "
-                "pass a smaller --input-size or use larger images"
-            )
+        check_sizes(self.paths, self.sizes, crop)
 
     def fingerprint(self) -> str:
-        digest = hashlib.sha256()
-        for path, label in zip(self.paths, self.labels, strict=True):
-            digest.update(f"{path.relative_to(self.root)}:{label}:{path.stat().st_size}\n".encode())
-        return digest.hexdigest()[:16]
+        return paths_fingerprint(self.root, self.paths, self.labels)
+
+
+def load_image(path: Path) -> Image.Image:
+    """Decode ``path`` fully; a file that only fails on decoding (truncated) is a one-line error."""
+    try:
+        with _bomb_is_an_error(), Image.open(path) as image:
+            image.load()
+            return image
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(f"cannot decode {path} ({type(exc).__name__}: {exc}); remove or replace it") from None
+
+
+def check_sizes(paths: Sequence[Path], sizes: Sequence[tuple[int, int]], crop: int) -> None:
+    """Refuse images smaller than a ``crop``-pixel input."""
+    small = [path for path, size in zip(paths, sizes, strict=True) if min(size) < crop]
+    if small:
+        raise DataError(
+            f"{len(small)} images are smaller than the {crop}-pixel input (e.g. {small[0]}); "
+            "pass a smaller --input-size or use larger images"
+        )
+
+
+def paths_fingerprint(root: Path, paths: Sequence[Path], labels: Sequence[int]) -> str:
+    """Of file names, labels and sizes: cheap, and changes when files are added, removed or replaced."""
+    digest = hashlib.sha256()
+    for path, label in zip(paths, labels, strict=True):
+        digest.update(f"{path.relative_to(root)}:{label}:{path.stat().st_size}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def _bomb_is_an_error() -> Iterator[None]:
+    """PIL only warns between its pixel limit and twice it; such an image is refused as well."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        yield
 
 
 def _image_size(path: Path) -> tuple[int, int] | str:
@@ -146,17 +219,28 @@ def _image_size(path: Path) -> tuple[int, int] | str:
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         return "not an image file"
     try:
-        with Image.open(path) as image:
+        with _bomb_is_an_error(), Image.open(path) as image:
             image.verify()
             return image.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        return f"over PIL's limit of {Image.MAX_IMAGE_PIXELS:,} pixels (a decompression bomb?)"
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         return f"unreadable: {type(exc).__name__}"
 
 
-def open_source(data: str | Path, strict: bool = False) -> ImageSource:
-    """``"digits"`` (built in) or a folder of class sub-folders."""
-    if str(data) == "digits":
+#: names ``--data`` accepts besides a folder; all but digits are found locally or downloaded once
+BUILT_IN = ("digits", "fashion-mnist", "imagenette", "imagenette-160", "imagenette-320")
+
+
+def open_source(data: str | Path, strict: bool = False, progress: bool = True) -> ImageSource:
+    """A built-in data set by name (:data:`BUILT_IN`) or a folder (of class folders, or of images)."""
+    name = str(data)
+    if name == "digits":
         return DigitsSource()
+    if name in BUILT_IN:
+        from edgecnn.data import published  # they build on this module's folder scanning
+
+        return published.open_published(name, progress)
     return FolderSource(data, strict=strict)
 
 
@@ -217,15 +301,33 @@ def stratified_split(
     return Split(seed, val_fraction, test_fraction, *(tuple(sorted(parts[k])) for k in ("train", "val", "test")))
 
 
+def make_split(source: ImageSource, val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 0) -> Split:
+    """The source's published test split where it has one (validation drawn, seeded and stratified,
+    from the rest by ``val_fraction``), else a seeded stratified split by both fractions."""
+    if source.official_test is None:
+        return stratified_split(source.labels, val_fraction, test_fraction, seed)
+    labels = np.asarray(source.labels)
+    test = np.asarray(source.official_test)
+    rest = np.setdiff1d(np.arange(len(labels)), test)
+    rng = np.random.default_rng(seed)
+    val: list[int] = []
+    for label in np.unique(labels[rest]):
+        members = rng.permutation(rest[labels[rest] == label])
+        val += members[: round(len(members) * val_fraction)].tolist()
+    train = np.setdiff1d(rest, val)
+    fraction = len(test) / len(labels)
+    return Split(seed, val_fraction, fraction, tuple(train.tolist()), tuple(sorted(val)), tuple(test.tolist()))
+
+
 def split_for(source: ImageSource, trained_on: dict[str, Any] | None) -> Split:
     """The split a checkpoint trained with when ``source`` is its training data (its held-out images stay
-    held out), else a fresh seeded split of ``source``. ``trained_on``: a checkpoint's "data" section."""
+    held out), else the source's own split (:func:`make_split`). ``trained_on``: a checkpoint's "data" section."""
     if trained_on and trained_on["fingerprint"] == source.fingerprint():
         return Split.from_dict(trained_on["split"])
-    return stratified_split(source.labels, seed=0)
+    return make_split(source)
 
 
-def calibration_indices(labels: Sequence[int], pool: Sequence[int], count: int, seed: int = 0) -> list[int]:
+def balanced_sample(labels: Sequence[int], pool: Sequence[int], count: int, seed: int = 0) -> list[int]:
     """``count`` indices from ``pool``, drawn class by class in turn so every class is represented."""
     rng = np.random.default_rng(seed)
     by_class: dict[int, list[int]] = {}

@@ -31,7 +31,7 @@ from edgecnn._io import write_json
 from edgecnn._threads import torch_threads
 from edgecnn.data.datasets import (
     Split,
-    calibration_indices,
+    balanced_sample,
     open_source,
     preprocess_images,
     split_for,
@@ -175,11 +175,18 @@ def _gather_data(
         warnings.append("no data given: fp32 verified on 32 random inputs")
         return _Data("random", None, random, None, None, None)
     source.check_min_size(meta.preprocessing.crop)
-    labelled = source.classes == meta.class_names
+    if not source.labelled:
+        warnings.append(f"{source.name} has no class folders: verified by agreement only (accuracy needs them)")
+    labelled = source.labelled and source.classes == meta.class_names
     calibration = None
     digest = None
     if config.int8:
-        chosen = calibration_indices(source.labels, split.train, config.calib_size, seed=0)
+        chosen = balanced_sample(source.labels, split.train, config.calib_size, seed=0)
+        if not chosen:
+            raise EdgeCNNError(
+                f"{source.name} has too few images to calibrate: {len(source.labels)} in all, "
+                f"{len(split.test)} held out to verify on; add images"
+            )
         calibration = preprocess_images(source, chosen, meta.preprocessing)
         digest = hashlib.sha256(calibration.tobytes()).hexdigest()[:16]
     verification = preprocess_images(source, list(split.test), meta.preprocessing)

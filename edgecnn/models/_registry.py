@@ -1,7 +1,7 @@
 """One registry of models: ``@register_model`` on a builder, ``create_model(name, **kw)`` to build.
 
 A registry entry carries what the later pipeline stages need besides the module itself: the
-preprocessing, the pretrained checkpoint, and the names of the first convolution and the classifier
+preprocessing, the published checkpoints, and the names of the first convolution and the classifier
 (what transfer learning adapts).
 """
 
@@ -20,7 +20,15 @@ from torch import nn
 
 from edgecnn.data.preprocessing import Preprocessing
 from edgecnn.errors import EdgeCNNError, UnknownModelError, WeightsError
-from edgecnn.models._weights import PretrainedWeights, fetch_weights, load_into, read_state_dict
+from edgecnn.models._weights import (
+    IMAGENET,
+    IMAGENET_VERSIONS,
+    PretrainedWeights,
+    fetch_weights,
+    load_into,
+    names_published_weights,
+    read_state_dict,
+)
 from edgecnn.models.complexity import check_input_size
 from edgecnn.models.layers import reshape_layers
 
@@ -38,11 +46,43 @@ class ModelSpec:
     resolution: Resolution = 224
     crop_ratio: float = 0.875
     interpolation: str = "bilinear"
-    pretrained: PretrainedWeights | None = None
+    published: Mapping[str, PretrainedWeights] = field(default_factory=dict)  # by name, e.g. "imagenet-v2"
     first_conv: str = "features.0.0"
     classifier: str = "classifier"
     optional_prefixes: tuple[str, ...] = ()
     paper: str = ""
+
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.published if name not in IMAGENET_VERSIONS]
+        if unknown:
+            raise ValueError(
+                f"{self.name}: unknown weights {', '.join(unknown)}; known: {', '.join(IMAGENET_VERSIONS)}"
+            )
+
+    @property
+    def default_weights_name(self) -> str | None:
+        """What ``weights="imagenet"`` stands for: the newest published set, as torchvision's ``DEFAULT``."""
+        return next((name for name in reversed(IMAGENET_VERSIONS) if name in self.published), None)
+
+    @property
+    def default_weights(self) -> PretrainedWeights | None:
+        name = self.default_weights_name
+        return None if name is None else self.published[name]
+
+    def published_weights(self, name: str = IMAGENET) -> PretrainedWeights:
+        """The published set ``name`` names (``"imagenet"``: the default); one it lacks is a one-line error."""
+        if not self.published:
+            with_weights = [n for n, s in _REGISTRY.items() if s.published]
+            raise WeightsError(
+                f"{self.name} has no published ImageNet weights; models that have them: {', '.join(with_weights)}"
+            )
+        weights = self.default_weights if name == IMAGENET else self.published.get(name)
+        if weights is None:
+            raise WeightsError(
+                f"{self.name} has no {name} weights; it publishes {', '.join(self.published)} "
+                f"({IMAGENET!r} loads {self.default_weights_name})"
+            )
+        return weights
 
     @property
     def description(self) -> str:
@@ -56,11 +96,10 @@ class ModelSpec:
     def default_input_size(self, kwargs: Mapping[str, Any] | None = None) -> int:
         return self.resolution(kwargs or {}) if callable(self.resolution) else self.resolution
 
-    def preprocessing(self, kwargs: Mapping[str, Any], pretrained: bool = False) -> Preprocessing:
-        """The preprocessing of a model built with ``kwargs``: the checkpoint's recipe if pretrained."""
+    def preprocessing(self, kwargs: Mapping[str, Any], weights: PretrainedWeights | None = None) -> Preprocessing:
+        """The preprocessing of a model built with ``kwargs``: the recipe ``weights`` were evaluated with, if given."""
         in_chans = kwargs.get("in_chans", self.parameters()["in_chans"].default)
-        if pretrained and self.pretrained is not None:
-            weights = self.pretrained
+        if weights is not None:
             return Preprocessing.imagenet(weights.crop, weights.resize, in_chans, weights.interpolation)
         crop = self.default_input_size(kwargs)
         return Preprocessing.imagenet(crop, round(crop / self.crop_ratio), in_chans, self.interpolation)
@@ -145,8 +184,9 @@ def create_model(
 ) -> nn.Module:
     """Build a registered model.
 
-    ``weights`` is ``None`` (random initialisation), ``"imagenet"`` (torchvision's checkpoint,
-    downloaded once into the cache) or a path to a state dict. ``input_size`` overrides the
+    ``weights`` is ``None`` (random initialisation), ``"imagenet"`` (torchvision's default checkpoint:
+    IMAGENET1K_V2 where there is one, else V1), ``"imagenet-v1"``/``"imagenet-v2"`` (that one), each
+    downloaded once into the cache, or a path to a state dict. ``input_size`` overrides the
     resolution recorded in the model's preprocessing. ``layer_shapes`` rebuilds a pruned model (the
     channel counts its checkpoint recorded) before the weights load. Keyword arguments set to ``None`` are dropped,
     so callers can pass optional CLI values straight through. The model's :class:`ModelMeta` is
@@ -154,14 +194,9 @@ def create_model(
     """
     spec = get_model_spec(name)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    imagenet = weights == "imagenet"
-    if imagenet:
-        if spec.pretrained is None:
-            with_weights = [n for n, s in _REGISTRY.items() if s.pretrained is not None]
-            raise EdgeCNNError(
-                f"{name} has no published ImageNet weights; models that have them: {', '.join(with_weights)}"
-            )
-        kwargs = {**spec.pretrained.builder_kwargs, **kwargs}
+    published = spec.published_weights(weights) if names_published_weights(weights) else None
+    if published is not None:
+        kwargs = {**published.builder_kwargs, **kwargs}
     _check_kwargs(spec, kwargs)
     model = spec.builder(**kwargs)
     if layer_shapes:
@@ -170,7 +205,7 @@ def create_model(
         except ValueError as exc:
             raise WeightsError(f"cannot rebuild the pruned {name}: {exc}") from None
 
-    preprocessing = spec.preprocessing(kwargs, pretrained=imagenet)
+    preprocessing = spec.preprocessing(kwargs, published)
     if input_size is not None:
         if input_size < 1:
             raise EdgeCNNError(f"input size must be positive, got {input_size}")
@@ -179,9 +214,8 @@ def create_model(
     num_classes = kwargs.get("num_classes", spec.parameters()["num_classes"].default)
     meta = ModelMeta(name, kwargs, preprocessing, default_class_names(num_classes), layer_shapes=layer_shapes)
     if weights is not None:
-        if imagenet:
-            assert spec.pretrained is not None
-            path = fetch_weights(spec.pretrained.url, progress=progress)
+        if published is not None:
+            path = fetch_weights(published.url, progress=progress)
             meta.weights = f"imagenet:{path.name}"
         else:
             path = Path(weights)

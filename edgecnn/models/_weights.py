@@ -7,11 +7,8 @@ uses, so a file a user already downloaded with torchvision is found without a se
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +17,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from edgecnn._download import DownloadError, Expected, download
 from edgecnn.errors import WeightsError
 
 TORCHVISION_URL = "https://download.pytorch.org/models/"
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{6,})\.")
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -49,6 +46,27 @@ def torchvision_weights(filename: str, top1: float, top5: float, **kwargs: Any) 
     return PretrainedWeights(TORCHVISION_URL + filename, top1, top5, **kwargs)
 
 
+IMAGENET = "imagenet"
+# torchvision's ImageNet sets (IMAGENET1K_V1, IMAGENET1K_V2) under edgecnn's names, oldest first: its
+# DEFAULT, and so what plain "imagenet" loads, is the newest a model publishes.
+IMAGENET_VERSIONS = ("imagenet-v1", "imagenet-v2")
+# Also "imagenet-v3": a version no model publishes is an error naming those it has, not a missing file.
+_PUBLISHED_NAME = re.compile(r"imagenet(-v\d+)?")
+
+
+def imagenet_weights(v1: PretrainedWeights, v2: PretrainedWeights | None = None) -> dict[str, PretrainedWeights]:
+    """A model's published sets keyed by the names ``weights=`` takes: torchvision's V1 and, if any, V2."""
+    published = {"imagenet-v1": v1}
+    if v2 is not None:
+        published["imagenet-v2"] = v2
+    return published
+
+
+def names_published_weights(weights: str | Path | None) -> bool:
+    """Whether ``weights`` names published weights (``imagenet``, ``imagenet-v2``) rather than a file."""
+    return isinstance(weights, str) and _PUBLISHED_NAME.fullmatch(weights) is not None
+
+
 def weights_dir() -> Path:
     """The weights cache: ``$EDGECNN_WEIGHTS_DIR`` or torch hub's ``checkpoints`` folder."""
     configured = os.environ.get("EDGECNN_WEIGHTS_DIR")
@@ -61,54 +79,20 @@ def fetch_weights(url: str, directory: Path | None = None, progress: bool = True
     """Return the cached file for ``url``, downloading and hash-checking it on first use.
 
     The hash in the file name (``name-<sha256 prefix>.pth``, torchvision's convention) is checked
-    after download; the file is written under a temporary name and renamed only when complete and
-    verified, so an interrupted download never leaves a file that looks valid.
+    after download; an interrupted or corrupt download never leaves a file under the final name.
     """
     directory = weights_dir() if directory is None else directory
     destination = directory / url.rsplit("/", 1)[-1]
     if destination.is_file():
         return destination
-    directory.mkdir(parents=True, exist_ok=True)
-    partial = destination.with_name(f"{destination.name}.{os.getpid()}.part")
-    try:
-        digest = _download(url, partial, progress)
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        partial.unlink(missing_ok=True)
-        reason = getattr(exc, "reason", exc)
-        raise WeightsError(
-            f"could not download {url} ({reason}); if this machine is offline, download that file "
-            f"elsewhere and place it at {destination} (or pass weights=PATH)"
-        ) from exc
     match = _HASH_IN_NAME.search(destination.name)
-    if match and not digest.startswith(match.group(1)):
-        partial.unlink(missing_ok=True)
-        raise WeightsError(
-            f"downloaded {url} but its SHA-256 {digest[:12]}… does not start with {match.group(1)}; "
-            "the file is corrupt or was replaced, so it was not kept"
-        )
-    os.replace(partial, destination)
-    return destination
-
-
-def _download(url: str, target: Path, progress: bool) -> str:
-    from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
-
-    sha256 = hashlib.sha256()
-    with urllib.request.urlopen(url, timeout=30) as response, target.open("wb") as out:
-        total = int(response.headers.get("Content-Length") or 0) or None
-        with Progress(
-            *Progress.get_default_columns(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            disable=not progress,
-            transient=True,
-        ) as bar:
-            task = bar.add_task(f"downloading {target.name.split('.')[0]}", total=total)
-            while chunk := response.read(_CHUNK):
-                out.write(chunk)
-                sha256.update(chunk)
-                bar.advance(task, len(chunk))
-    return sha256.hexdigest()
+    offline = (
+        f"if this machine is offline, download that file elsewhere and place it at {destination} (or pass weights=PATH)"
+    )
+    try:
+        return download(url, destination, Expected(sha256_prefix=match and match.group(1)), offline, progress)
+    except DownloadError as exc:
+        raise WeightsError(str(exc)) from None
 
 
 def load_tensor_file(path: str | Path, what: str) -> object:

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from edgecnn.models._registry import register_model
-from edgecnn.models._weights import torchvision_weights
+from edgecnn.models._weights import imagenet_weights, torchvision_weights
 
 
 class AlexNet(nn.Module):
@@ -46,7 +46,7 @@ class AlexNet(nn.Module):
 @register_model(
     family="alexnet",
     first_conv="features.0",
-    pretrained=torchvision_weights("alexnet-owt-7be5be79.pth", 56.522, 79.066),
+    published=imagenet_weights(torchvision_weights("alexnet-owt-7be5be79.pth", 56.522, 79.066)),
     paper="Krizhevsky 2014, arXiv:1404.5997",
 )
 def alexnet(num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5) -> AlexNet:

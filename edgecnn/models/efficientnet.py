@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from edgecnn.models._registry import register_model, register_variant
-from edgecnn.models._weights import torchvision_weights
+from edgecnn.models._weights import imagenet_weights, torchvision_weights
 from edgecnn.models.layers import ActLayer, ConvNormAct, NormLayer, SqueezeExcitation, StochasticDepth, make_divisible
 
 ALPHA, BETA, GAMMA = 1.2, 1.1, 1.15  # depth, width, resolution bases of the compound rule
@@ -269,17 +269,19 @@ def efficientnet(
     return build_efficientnet(compound_scaling(phi), num_classes, in_chans, dropout, stochastic_depth_prob)
 
 
-# torchvision checkpoints (IMAGENET1K_V1): file, top-1, top-5, evaluation crop, resize
+# torchvision checkpoints (IMAGENET1K_V1, ported, evaluated bicubic): file, top-1, top-5, evaluation crop, resize
 _CHECKPOINTS = {
-    "b0": ("efficientnet_b0_rwightman-3dd342df.pth", 77.692, 93.532, 224, 256),
-    "b1": ("efficientnet_b1_rwightman-533bc792.pth", 78.642, 94.186, 240, 256),
-    "b2": ("efficientnet_b2_rwightman-bcdf34b7.pth", 80.608, 95.310, 288, 288),
-    "b3": ("efficientnet_b3_rwightman-cf984f9c.pth", 82.008, 96.054, 300, 320),
-    "b4": ("efficientnet_b4_rwightman-7eb33cd5.pth", 83.384, 96.594, 380, 384),
-    "b5": ("efficientnet_b5_lukemelas-b6417697.pth", 83.444, 96.628, 456, 456),
-    "b6": ("efficientnet_b6_lukemelas-c76e70fd.pth", 84.008, 96.916, 528, 528),
-    "b7": ("efficientnet_b7_lukemelas-dcc49843.pth", 84.122, 96.908, 600, 600),
+    "b0": ("efficientnet_b0_rwightman-7f5810bc.pth", 77.692, 93.532, 224, 256),
+    "b1": ("efficientnet_b1_rwightman-bac287d4.pth", 78.642, 94.186, 240, 256),
+    "b2": ("efficientnet_b2_rwightman-c35c1473.pth", 80.608, 95.310, 288, 288),
+    "b3": ("efficientnet_b3_rwightman-b3899882.pth", 82.008, 96.054, 300, 320),
+    "b4": ("efficientnet_b4_rwightman-23ab8bcd.pth", 83.384, 96.594, 380, 384),
+    "b5": ("efficientnet_b5_lukemelas-1a07897c.pth", 83.444, 96.628, 456, 456),
+    "b6": ("efficientnet_b6_lukemelas-24a108a5.pth", 84.008, 96.916, 528, 528),
+    "b7": ("efficientnet_b7_lukemelas-c5b4e57e.pth", 84.122, 96.908, 600, 600),
 }
+# IMAGENET1K_V2, retrained by torchvision with its own recipe (bilinear); published for B1 only.
+_RETRAINED = {"b1": torchvision_weights("efficientnet_b1-c27df63c.pth", 79.838, 94.934, crop=240, resize=255)}
 # B5–B7's checkpoints were trained with TensorFlow's batch-norm settings.
 _TF_NORM = partial(nn.BatchNorm2d, eps=0.001, momentum=0.01)
 
@@ -303,7 +305,10 @@ for _variant, _scaling in PUBLISHED.items():
         f"EfficientNet-{_variant.upper()} (width {_scaling.width}, depth {_scaling.depth}).",
         resolution=_crop,
         crop_ratio=_crop / _resize,
-        pretrained=torchvision_weights(_file, _top1, _top5, crop=_crop, resize=_resize, interpolation="bicubic"),
+        published=imagenet_weights(
+            torchvision_weights(_file, _top1, _top5, crop=_crop, resize=_resize, interpolation="bicubic"),
+            _RETRAINED.get(_variant),
+        ),
         paper="Tan & Le 2019",
     )
 for _variant, _scaling in LITE.items():

@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from edgecnn.models._registry import register_model
-from edgecnn.models._weights import torchvision_weights
+from edgecnn.models._weights import imagenet_weights, torchvision_weights
 
 
 class BasicConv2d(nn.Module):
@@ -154,7 +154,9 @@ class GoogLeNet(nn.Module):
     first_conv="conv1.conv",
     classifier="fc",
     optional_prefixes=("aux1.", "aux2."),
-    pretrained=torchvision_weights("googlenet-1378be20.pth", 69.778, 89.530, builder_kwargs={"transform_input": True}),
+    published=imagenet_weights(
+        torchvision_weights("googlenet-1378be20.pth", 69.778, 89.530, builder_kwargs={"transform_input": True})
+    ),
     paper="Szegedy et al. 2015",
 )
 def googlenet(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 
@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from edgecnn.models._registry import register_variant
-from edgecnn.models._weights import PretrainedWeights, torchvision_weights
+from edgecnn.models._weights import PretrainedWeights, imagenet_weights, torchvision_weights
 from edgecnn.models.layers import ActLayer, ConvNormAct, NormLayer, SqueezeExcitation, init_weights, make_divisible
 
 
@@ -236,37 +236,43 @@ class MobileNetV3(_Classifier):
 
 
 def _register(
-    name: str, network: Callable[..., nn.Module], weights: PretrainedWeights | None, paper: str, doc: str
+    name: str, network: Callable[..., nn.Module], published: Mapping[str, PretrainedWeights], paper: str, doc: str
 ) -> None:
     def builder(num_classes: int = 1000, in_chans: int = 3, width_mult: float = 1.0, dropout: float = 0.2) -> nn.Module:
         return network(num_classes=num_classes, in_chans=in_chans, width_mult=width_mult, dropout=dropout)
 
-    globals()[name] = register_variant(name, doc, builder, family="mobilenet", pretrained=weights, paper=paper)
+    globals()[name] = register_variant(name, doc, builder, family="mobilenet", published=published, paper=paper)
 
 
-# name: (network, torchvision checkpoint, paper, description)
-_VARIANTS: dict[str, tuple[Callable[..., nn.Module], PretrainedWeights | None, str, str]] = {
+# name: (network, torchvision's checkpoints (IMAGENET1K_V1 and, where published, V2), paper, description)
+_VARIANTS: dict[str, tuple[Callable[..., nn.Module], Mapping[str, PretrainedWeights], str, str]] = {
     "mobilenet_v1": (
         MobileNetV1,
-        None,
+        {},
         "Howard et al. 2017",
         "MobileNet v1 with width multiplier α (1.0 at 224: 4.2M).",
     ),
     "mobilenet_v2": (
         MobileNetV2,
-        torchvision_weights("mobilenet_v2-b0353104.pth", 71.878, 90.286),
+        imagenet_weights(
+            torchvision_weights("mobilenet_v2-b0353104.pth", 71.878, 90.286),
+            torchvision_weights("mobilenet_v2-7ebf99e0.pth", 72.154, 90.822, resize=232),
+        ),
         "Sandler et al. 2018",
         "MobileNet v2 with width multiplier.",
     ),
     "mobilenet_v3_large": (
         partial(MobileNetV3, _V3_LARGE, 1280),
-        torchvision_weights("mobilenet_v3_large-8738ca79.pth", 74.042, 91.340),
+        imagenet_weights(
+            torchvision_weights("mobilenet_v3_large-8738ca79.pth", 74.042, 91.340),
+            torchvision_weights("mobilenet_v3_large-5c1a4163.pth", 75.274, 92.566, resize=232),
+        ),
         "Howard et al. 2019",
         "MobileNet v3 Large.",
     ),
     "mobilenet_v3_small": (
         partial(MobileNetV3, _V3_SMALL, 1024),
-        torchvision_weights("mobilenet_v3_small-047dcff4.pth", 67.668, 87.402),
+        imagenet_weights(torchvision_weights("mobilenet_v3_small-047dcff4.pth", 67.668, 87.402)),
         "Howard et al. 2019",
         "MobileNet v3 Small.",
     ),

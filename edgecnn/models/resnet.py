@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from edgecnn.models._registry import register_variant
-from edgecnn.models._weights import torchvision_weights
+from edgecnn.models._weights import PretrainedWeights, imagenet_weights, torchvision_weights
 from edgecnn.models.layers import init_weights
 
 
@@ -102,9 +102,8 @@ def _register(
     name: str,
     block: type[BasicBlock | Bottleneck],
     layers: tuple[int, int, int, int],
-    weights_file: str,
-    top1: float,
-    top5: float,
+    v1: PretrainedWeights,
+    v2: PretrainedWeights | None = None,
 ) -> None:
     def builder(num_classes: int = 1000, in_chans: int = 3, zero_init_residual: bool = False) -> ResNet:
         return ResNet(block, layers, num_classes, in_chans, zero_init_residual)
@@ -116,17 +115,33 @@ def _register(
         family="resnet",
         first_conv="conv1",
         classifier="fc",
-        pretrained=torchvision_weights(weights_file, top1, top5),
+        published=imagenet_weights(v1, v2),
         paper="He et al. 2016",
     )
 
 
+# name: (block, blocks per stage, torchvision's IMAGENET1K_V1 and, where published, IMAGENET1K_V2 checkpoint)
 _VARIANTS = {
-    "resnet18": (BasicBlock, (2, 2, 2, 2), "resnet18-f37072fd.pth", 69.758, 89.078),
-    "resnet34": (BasicBlock, (3, 4, 6, 3), "resnet34-b627a593.pth", 73.314, 91.420),
-    "resnet50": (Bottleneck, (3, 4, 6, 3), "resnet50-0676ba61.pth", 76.130, 92.862),
-    "resnet101": (Bottleneck, (3, 4, 23, 3), "resnet101-63fe2227.pth", 77.374, 93.546),
-    "resnet152": (Bottleneck, (3, 8, 36, 3), "resnet152-394f9c45.pth", 78.312, 94.046),
+    "resnet18": (BasicBlock, (2, 2, 2, 2), torchvision_weights("resnet18-f37072fd.pth", 69.758, 89.078)),
+    "resnet34": (BasicBlock, (3, 4, 6, 3), torchvision_weights("resnet34-b627a593.pth", 73.314, 91.420)),
+    "resnet50": (
+        Bottleneck,
+        (3, 4, 6, 3),
+        torchvision_weights("resnet50-0676ba61.pth", 76.130, 92.862),
+        torchvision_weights("resnet50-11ad3fa6.pth", 80.858, 95.434, resize=232),
+    ),
+    "resnet101": (
+        Bottleneck,
+        (3, 4, 23, 3),
+        torchvision_weights("resnet101-63fe2227.pth", 77.374, 93.546),
+        torchvision_weights("resnet101-cd907fc2.pth", 81.886, 95.780, resize=232),
+    ),
+    "resnet152": (
+        Bottleneck,
+        (3, 8, 36, 3),
+        torchvision_weights("resnet152-394f9c45.pth", 78.312, 94.046),
+        torchvision_weights("resnet152-f82ba261.pth", 82.284, 96.002, resize=232),
+    ),
 }
 for _name, _args in _VARIANTS.items():
     _register(_name, *_args)

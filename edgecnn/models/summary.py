@@ -53,8 +53,8 @@ def summarize_model(name: str) -> ModelSummary:
     """Parameters and MACs at the model's default (or checkpoint) resolution, computed on the meta device."""
     spec = get_model_spec(name)
     model = _build_on_meta(name)
-    preprocessing = spec.preprocessing({}, pretrained=spec.pretrained is not None)
-    weights = spec.pretrained
+    weights = spec.default_weights
+    preprocessing = spec.preprocessing({}, weights)
     return ModelSummary(
         name=name,
         family=spec.family,
@@ -75,15 +75,21 @@ def summarize_models(pattern: str = "") -> list[ModelSummary]:
 def describe_model(name: str, depth: int = 2) -> ModelDescription:
     spec = get_model_spec(name)
     summary = summarize_model(name)
-    p = spec.preprocessing({}, pretrained=spec.pretrained is not None)
+    p = spec.preprocessing({}, spec.default_weights)
     preprocessing = (
         f"resize {p.resize} ({p.interpolation}), centre crop {p.crop}, mean {p.mean}, std {p.std}, "
         f"{p.channel_order}, {p.layout}"
     )
-    weights = "none published"
-    if spec.pretrained is not None:
-        weights = f"{spec.pretrained.url} (top-1 {spec.pretrained.top1}, top-5 {spec.pretrained.top5})"
+    default = spec.default_weights_name
+    weights = "; ".join(
+        f"{key}{' (default)' if key == default else ''}: {w.url} (top-1 {w.top1}, top-5 {w.top5})"
+        for key, w in spec.published.items()
+    )
     arguments = [f"{k}={v.default!r}" for k, v in spec.parameters().items()]
     return ModelDescription(
-        summary, preprocessing, weights, arguments, layer_summary(_build_on_meta(name), p.input_shape, depth)
+        summary,
+        preprocessing,
+        weights or "none published",
+        arguments,
+        layer_summary(_build_on_meta(name), p.input_shape, depth),
     )

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from edgecnn.models._registry import register_variant
-from edgecnn.models._weights import PretrainedWeights, torchvision_weights
+from edgecnn.models._weights import PretrainedWeights, imagenet_weights, torchvision_weights
 from edgecnn.models.layers import init_weights
 
 # Output channels of each 3×3 convolution; "M" is a 2×2 max-pool (Table 1 of the paper).
@@ -62,7 +62,13 @@ def _register(name: str, config: str, batch_norm: bool, weights: PretrainedWeigh
     depth = sum(isinstance(c, int) for c in CONFIGS[config]) + 3
     doc = f"VGG-{depth} (configuration {config}){' with batch norm' if batch_norm else ''}."
     globals()[name] = register_variant(
-        name, doc, builder, family="vgg", first_conv="features.0", pretrained=weights, paper="Simonyan & Zisserman 2015"
+        name,
+        doc,
+        builder,
+        family="vgg",
+        first_conv="features.0",
+        published=imagenet_weights(weights),
+        paper="Simonyan & Zisserman 2015",
     )
 
 

@@ -299,7 +299,17 @@ def _finetune(
     """Fine-tune through the training stage: same data, augmentation, split and optimizer as training."""
     from edgecnn.train import TrainConfig, train
 
-    same = ("augment", "val_fraction", "test_fraction", "seed", "batch_size", "optimizer", "weight_decay", "loss")
+    same = (
+        "augment",
+        "val_fraction",
+        "test_fraction",
+        "train_images",
+        "seed",
+        "batch_size",
+        "optimizer",
+        "weight_decay",
+        "loss",
+    )
     settings = {key: training[key] for key in same if key in training}
     lr = config.lr or training.get("lr")
     result = train(

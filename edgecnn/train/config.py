@@ -59,6 +59,8 @@ class TrainConfig:
     seed: int = 0
     val_fraction: float = 0.15
     test_fraction: float = 0.15
+    #: train on a seeded, class-balanced subset of this many training images (None: all of them)
+    train_images: int | None = None
     workers: int = 0
     strict: bool = False
     device: str = "auto"
@@ -76,6 +78,10 @@ class TrainConfig:
             (0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1), got {self.label_smoothing}"),
             (self.dropout is None or 0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}"),
             (self.early_stopping >= 0, f"early stopping patience must be >= 0, got {self.early_stopping}"),
+            (
+                self.train_images is None or self.train_images >= 1,
+                f"train images must be >= 1, got {self.train_images}",
+            ),
             (self.workers >= 0, f"workers must be >= 0, got {self.workers}"),
             (self.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {self.device!r}"),
             (self.input_size is None or self.input_size >= 8, f"input size must be at least 8, got {self.input_size}"),
@@ -122,6 +128,7 @@ class TrainResult:
     seconds: float
     interrupted: bool = False
     history: list[EpochRecord] = field(default_factory=list)
+    train_images: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from edgecnn._io import write_json
 from edgecnn.data.augment import build_augmentation
-from edgecnn.data.datasets import ImageDataset, ImageSource, Split, open_source, stratified_split
+from edgecnn.data.datasets import ImageDataset, ImageSource, Split, balanced_sample, make_split, open_source
 from edgecnn.data.preprocessing import Preprocessing
 from edgecnn.errors import EdgeCNNError
 from edgecnn.models._registry import ModelSpec, create_model, get_model_meta, get_model_spec
@@ -80,6 +80,8 @@ def pick_device(name: str) -> torch.device:
 
 def build_model(config: TrainConfig, source: ImageSource) -> tuple[nn.Module, ModelSpec]:
     """The model to train, with a head for the source's classes, and its registry entry."""
+    if not source.labelled:
+        raise EdgeCNNError(f"{source.name} has no class folders: training needs ROOT/CLASS/IMAGE.jpg")
     num_classes = len(source.classes)
     if is_checkpoint_path(config.model):
         described = load_checkpoint(config.model).metadata["model"]
@@ -250,7 +252,10 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     model, spec = build_model(config, source)
     meta = get_model_meta(model)
     preprocessing = meta.preprocessing
-    split = stratified_split(source.labels, config.val_fraction, config.test_fraction, config.seed)
+    split = make_split(source, config.val_fraction, config.test_fraction, config.seed)
+    if config.train_images is not None:
+        subset = balanced_sample(source.labels, split.train, config.train_images, seed=config.seed)
+        split = replace(split, train=tuple(sorted(subset)))
     datasets = {name: ImageDataset(source, split.subset(name), preprocessing) for name in ("train", "val", "test")}
     if not datasets["val"].indices:
         raise EdgeCNNError("the validation split is empty: raise --val-fraction or add images")
@@ -342,6 +347,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         0.0,
         interrupted,
         history,
+        len(datasets["train"]),
     )
     if best is not None:
         best_model = best.model.to(device)

@@ -1,0 +1,32 @@
+"""What every results file records: the machine (CPU model, flags, cores), the commit, the date and the
+command, so a figure can be traced to where and from what it was measured."""
+
+from __future__ import annotations
+
+import datetime
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from edgecnn import __version__
+from edgecnn.bench.measure import environment
+
+
+def commit() -> str:
+    """The short commit, with ``+changes`` when tracked files differ from it."""
+    result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+    return result.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
+
+
+def provenance(benchmark: str, threads: int | None = None) -> dict[str, Any]:
+    return {
+        "schema_version": 1,
+        "benchmark": benchmark,
+        "edgecnn_version": __version__,
+        "commit": commit(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join([f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
+        "machine": environment(threads=threads),
+    }
