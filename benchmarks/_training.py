@@ -24,6 +24,9 @@ class Plan:
     batch_size: int
     train_images: int | None = None  # a seeded class-balanced subset; None: the whole training split
     augment: str = "crop=0.85,rotate=10"
+    label_smoothing: float = 0.0
+    channels_last: bool = False  # NHWC: depthwise convolutions train 2-3x faster on oneDNN
+    val_fraction: float = 0.15
 
 
 def train_all(
@@ -40,6 +43,9 @@ def train_all(
             batch_size=plan.batch_size,
             train_images=plan.train_images,
             augment=plan.augment,
+            label_smoothing=plan.label_smoothing,
+            channels_last=plan.channels_last,
+            val_fraction=plan.val_fraction,
             output=output / name,
         )
         started = time.perf_counter()
@@ -56,6 +62,8 @@ def train_all(
                 "batch_size": plan.batch_size,
                 "train_images": summary["train_images"],
                 "augment": plan.augment,
+                "label_smoothing": plan.label_smoothing,
+                "channels_last": plan.channels_last,
                 "test_accuracy": round(result.test_accuracy, 2),
                 "test_images": result.test_images,
                 "target_accuracy": plan.target,

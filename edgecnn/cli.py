@@ -26,6 +26,10 @@ if TYPE_CHECKING:
     from edgecnn.bench.gate import GateReport
 
 SCHEMA_VERSION = 1
+PUBLISHED_WEIGHTS_HELP = (
+    "For a model name: 'imagenet' (torchvision's default set, V2 where published), 'imagenet-v1', 'imagenet-v2', "
+    "a state-dict PATH or 'none' (random); default: 'imagenet' where the model publishes weights, else random."
+)
 DATA_NAMES = "'" + "', '".join(BUILT_IN) + "' (built in)"
 console = Console()
 err_console = Console(stderr=True)
@@ -144,7 +148,11 @@ def train(
     model: Annotated[str, typer.Argument(help="A model name (`edgecnn models`) or an edgecnn checkpoint (.pt).")],
     data: Annotated[str, typer.Option(help=f"{DATA_NAMES} or a folder ROOT/CLASS/IMAGE.")] = "digits",
     weights: Annotated[
-        str | None, typer.Option(help="Start from 'imagenet' (torchvision's checkpoint) or a state-dict PATH.")
+        str | None,
+        typer.Option(
+            help="Start from 'imagenet' (torchvision's default set), 'imagenet-v1', 'imagenet-v2' or a state-dict "
+            "PATH; default: random."
+        ),
     ] = None,
     input_size: Annotated[int | None, typer.Option(help="Square input resolution; default: the model's.")] = None,
     epochs: Annotated[int, typer.Option(min=1)] = 30,
@@ -179,6 +187,13 @@ def train(
     workers: Annotated[int, typer.Option(min=0, help="Data-loading worker processes.")] = 0,
     strict: Annotated[bool, typer.Option(help="Fail on unreadable files instead of skipping them.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda (mixed precision on CUDA).")] = "auto",
+    amp: Annotated[bool, typer.Option(help="Mixed precision (float16) on CUDA; CPU trains in float32.")] = True,
+    channels_last: Annotated[
+        bool,
+        typer.Option(
+            help="Train in NHWC memory layout: depthwise convolutions (MobileNet, EfficientNet) train faster."
+        ),
+    ] = False,
     output: Annotated[Path, typer.Option(help="Run folder: best.pt, last.pt, metrics.json, curves.png.")] = Path(
         "runs/train"
     ),
@@ -216,6 +231,8 @@ def train(
         workers=workers,
         strict=strict,
         device=device,
+        amp=amp,
+        channels_last=channels_last,
     )
     result = run_training(config, progress=not as_json)
     if as_json and int(os.environ.get("RANK", "0")) == 0:
@@ -250,9 +267,7 @@ def export_command(
             "tflite: global), percentile (0.001%-99.999%), entropy (onnx only); openvino takes auto only."
         ),
     ] = "auto",
-    weights: Annotated[
-        str | None, typer.Option(help="For a model name: 'imagenet', a state-dict PATH, or 'none' (random).")
-    ] = None,
+    weights: Annotated[str | None, typer.Option(help=PUBLISHED_WEIGHTS_HELP)] = None,
     input_size: Annotated[int | None, typer.Option(min=8, help="Square input resolution (model names only).")] = None,
     batch: Annotated[str, typer.Option(help="Batch dimension: a number or 'dynamic'.")] = "1",
     output: Annotated[Path, typer.Option(help="Folder for the artifacts, their sidecar JSON and export.json.")] = Path(
@@ -349,9 +364,7 @@ def prune_command(
     unstructured: Annotated[
         bool, typer.Option("--unstructured", help="Zero single weights instead: smaller compressed file, same latency.")
     ] = False,
-    weights: Annotated[
-        str | None, typer.Option(help="For a model name: 'imagenet', a state-dict PATH or 'none'.")
-    ] = None,
+    weights: Annotated[str | None, typer.Option(help=PUBLISHED_WEIGHTS_HELP)] = None,
     input_size: Annotated[int | None, typer.Option(min=8, help="Square input resolution (model names only).")] = None,
     output: Annotated[Path, typer.Option(help="Folder for pruned.pt, prune.json, prune.md and the steps.")] = Path(
         "runs/prune"

@@ -120,7 +120,7 @@ def test_unreadable_files_are_skipped_with_a_count_or_refused_when_strict(tmp_pa
     ("layout", "message"),
     [
         ("missing", "data folder not found"),
-        ("empty", "has no class folders"),
+        ("empty", "has no readable images"),
         ("one_class", "has one class"),
         ("empty_class", "has no readable images"),
     ],

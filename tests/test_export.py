@@ -53,6 +53,12 @@ def test_int8_onnx_holds_int8_kernels_and_tracks_fp32(trained_lenet, tmp_path):
     assert int8.ops["QuantizeLinear"] >= 4 and int8.ops["DequantizeLinear"] >= 8
     weights = [i for i in onnx.load(int8.path).graph.initializer if i.data_type == onnx.TensorProto.INT8]
     assert len(weights) >= 5  # every conv and linear weight stored as int8
+    peak = max(int(np.abs(onnx.numpy_helper.to_array(w)).max()) for w in weights if np.prod(w.dims) > 1)
+    scheme = json.loads(Path(int8.path).with_suffix(".json").read_text())["quantization"]
+    if int8_saturates():  # this CPU adds u8×s8 pairs in saturating 16 bits: 7-bit weights (reduce_range)
+        assert peak <= 64 and scheme["weights_range"] == "7-bit (reduce_range)"
+    else:
+        assert peak == 127 and scheme["weights_range"] == "8-bit"
     assert int8.size_bytes < 0.5 * fp32.size_bytes
     assert int8.verification["top1_agreement"] >= 90
     assert report.verification_images == 269 and "accuracy" in int8.verification

@@ -53,7 +53,7 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path):
     model = create_model("efficientnet_lite0", num_classes=3, input_size=48).eval()
     get_model_meta(model).class_names = ["a", "b", "c"]
     save_checkpoint(tmp_path / "m.pt", model, note={"why": "test"})
-    loaded = resolve_model(tmp_path / "m.pt").eval()
+    loaded = resolve_model(tmp_path / "m.pt").model.eval()
     x = torch.randn(2, 3, 48, 48)
     with torch.no_grad():
         assert torch.equal(model(x), loaded(x))
@@ -70,8 +70,10 @@ def test_checkpoints_refuse_code_and_strangers(tmp_path):
     torch.save(create_model("lenet5").state_dict(), tmp_path / "plain.pt")
     with pytest.raises(WeightsError, match="not an edgecnn checkpoint"):
         load_checkpoint(tmp_path / "plain.pt")
-    with pytest.raises(EdgeCNNError, match="fixes its architecture"):
+    with pytest.raises(WeightsError, match="not an edgecnn checkpoint"):
         resolve_model(tmp_path / "plain.pt", num_classes=3)
+    with pytest.raises(EdgeCNNError, match="a checkpoint fixes its weights and input size"):
+        resolve_model(tmp_path / "m.pt", weights="imagenet")
 
 
 def test_frozen_backbone_stays_unchanged(tmp_path):

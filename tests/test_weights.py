@@ -1,11 +1,6 @@
 """Weights: download over a real HTTP server on 127.0.0.1, hash check, cache, offline error, loading."""
 
 import hashlib
-import http.server
-import socket
-import threading
-from contextlib import contextmanager
-from functools import partial
 from pathlib import Path
 
 import pytest
@@ -13,21 +8,8 @@ import torch
 
 from edgecnn.errors import EdgeCNNError, WeightsError
 from edgecnn.models import create_model, fetch_weights, get_model_meta, get_model_spec, weights_dir
-
-
-@contextmanager
-def serve(directory: Path):
-    """A static file server on an ephemeral loopback port, stopped on exit."""
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+from tests.loopback_http import serve
+from tests.loopback_ssh import free_port as closed_port
 
 
 def save_with_hash_name(state: dict, directory: Path, stem: str) -> Path:
@@ -37,12 +19,6 @@ def save_with_hash_name(state: dict, directory: Path, stem: str) -> Path:
     torch.save(state, scratch)
     digest = hashlib.sha256(scratch.read_bytes()).hexdigest()
     return scratch.rename(directory / f"{stem}-{digest[:8]}.pth")
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

@@ -206,7 +206,7 @@ class ImagenetteSource:
     def __init__(self, variant: str = "imagenette", progress: bool = True) -> None:
         if variant not in IMAGENETTE:
             raise DataError(f"unknown Imagenette variant {variant!r}; valid: {', '.join(IMAGENETTE)}")
-        from edgecnn.models import imagenet_class_names
+        from edgecnn.models._registry import imagenet_class_names
 
         self.name = variant
         self.root = _imagenette_root(IMAGENETTE[variant], progress)

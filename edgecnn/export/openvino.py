@@ -16,7 +16,7 @@ from torch import nn
 from edgecnn.export._formats import Int8Job
 from edgecnn.export._graph import GraphNode, squeeze_excite_nodes
 from edgecnn.export._quiet import quiet
-from edgecnn.runtime.base import METADATA_KEY, int8_saturates
+from edgecnn.runtime.base import METADATA_KEY, exporting_cpu_choice, int8_saturates
 
 
 def export_float(
@@ -112,17 +112,12 @@ def _save(model: Any, path: Path, metadata: dict[str, Any], half: bool) -> None:
 
 
 def int8_scheme(method: str) -> dict[str, str]:
-    saturating = int8_saturates()
     return {
         "scheme": "NNCF post-training: FakeQuantize, int8 activations, int8 weights",
         "method": "nncf min/max with full bias correction",
         "float_layers": "classifier, squeeze-excite branches",
-        "weights_range": "7-bit in every layer" if saturating else "7-bit in the first layer, 8-bit elsewhere",
-        "chosen_for": (
-            "the exporting CPU: x86 without VNNI (u8×s8 pairs saturate in 16 bits)"
-            if saturating
-            else "the exporting CPU: no saturating u8×s8 step (VNNI or not x86)"
-        ),
+        "weights_range": "7-bit in every layer" if int8_saturates() else "7-bit in the first layer, 8-bit elsewhere",
+        "chosen_for": exporting_cpu_choice(),
     }
 
 

@@ -30,16 +30,19 @@ from edgecnn import __version__
 from edgecnn._io import write_json
 from edgecnn._threads import torch_threads
 from edgecnn.data.datasets import (
+    DataError,
+    ImageSource,
     Split,
     balanced_sample,
+    make_split,
     open_source,
     preprocess_images,
     split_for,
 )
 from edgecnn.errors import EdgeCNNError
 from edgecnn.export._formats import Format, Int8Job, resolve_formats
-from edgecnn.models._registry import ModelMeta, create_model, get_model_meta
-from edgecnn.models.checkpoint import held_out_images, is_checkpoint_path, load_checkpoint, save_checkpoint
+from edgecnn.models._registry import ModelMeta, get_model_meta
+from edgecnn.models.checkpoint import held_out_images, load_checkpoint, resolve_model, save_checkpoint
 from edgecnn.models.complexity import check_input_size
 from edgecnn.optimize import fold_batchnorm
 from edgecnn.runtime import open_runner
@@ -47,6 +50,8 @@ from edgecnn.runtime.base import artifact_size, one_line_error, run_in_batches
 
 SCHEMA_VERSION = 1
 CALIBRATION_METHODS = ("auto", "minmax", "entropy", "percentile")
+#: where ImageNet weights calibrate without --calib: the smallest Imagenette whose photos cover a 224 crop
+IMAGENET_CALIBRATION = "imagenette-320"
 # small chunks: at 224, 269 MobileNetV2 images took 11 s in chunks of 32 (activations spill the caches),
 # 4-5 s in chunks of 1-4, and one batch of 269 would hold gigabytes
 REFERENCE_BATCH = 4
@@ -95,8 +100,6 @@ class ExportConfig:
             raise EdgeCNNError(f"calibration size must be at least 1, got {self.calib_size}")
         if self.batch != "dynamic" and not (self.batch.isdigit() and int(self.batch) >= 1):
             raise EdgeCNNError(f"batch must be a positive number or 'dynamic', got {self.batch!r}")
-        if is_checkpoint_path(self.model) and (self.weights or self.input_size):
-            raise EdgeCNNError("a checkpoint fixes its weights and input size; drop --weights/--input-size")
 
 
 @dataclass
@@ -143,13 +146,11 @@ class _Data:
 
 
 def _load_model(config: ExportConfig, warnings: list[str]) -> tuple[nn.Module, dict[str, Any] | None]:
-    if is_checkpoint_path(config.model):
-        checkpoint = load_checkpoint(config.model)
-        return checkpoint.model, checkpoint.metadata
-    weights = None if config.weights in (None, "none") else config.weights
-    if weights is None:
-        warnings.append("random weights: the artifacts are for testing the pipeline, not for deployment")
-    return create_model(config.model, weights=weights, input_size=config.input_size), None
+    resolved = resolve_model(config.model, config.weights, config.input_size)
+    if get_model_meta(resolved.model).weights == "random":
+        why = "" if config.weights == "none" else f" ({config.model} publishes no ImageNet weights)"
+        warnings.append(f"random weights{why}: the artifacts are for testing the pipeline, not for deployment")
+    return resolved.model, resolved.metadata or None
 
 
 def _gather_data(
@@ -167,6 +168,9 @@ def _gather_data(
                 f"the data at {trained_on['source']} changed since training; pass --calib to choose images"
             )
         split = Split.from_dict(trained_on["split"])
+    elif config.int8 and meta.weights.startswith("imagenet:"):
+        source = _imagenet_calibration()
+        split = make_split(source)
     else:
         if config.int8:
             raise EdgeCNNError("int8 needs calibration images: pass --calib digits|DIR (never random data)")
@@ -192,6 +196,15 @@ def _gather_data(
     verification = preprocess_images(source, list(split.test), meta.preprocessing)
     labels = np.array([source.labels[i] for i in split.test]) if labelled else None
     return _Data(source.name, calibration, verification, labels, digest, held_out_images(checkpoint))
+
+
+def _imagenet_calibration() -> ImageSource:
+    """Imagenette's photos (real ImageNet classes): its training images calibrate, its validation
+    images verify, with ImageNet labels, so accuracy is real ImageNet top-1 on those ten classes."""
+    try:
+        return open_source(IMAGENET_CALIBRATION)
+    except DataError as exc:
+        raise DataError(f"{exc}; or pass --calib DIR (any folder of images)") from None
 
 
 def _artifact_metadata(

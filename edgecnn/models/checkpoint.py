@@ -19,8 +19,8 @@ from edgecnn import __version__
 from edgecnn._io import atomic_path
 from edgecnn.data.preprocessing import Preprocessing
 from edgecnn.errors import EdgeCNNError, WeightsError
-from edgecnn.models._registry import create_model, get_model_meta
-from edgecnn.models._weights import load_tensor_file
+from edgecnn.models._registry import create_model, get_model_meta, get_model_spec
+from edgecnn.models._weights import IMAGENET, load_tensor_file
 
 CHECKPOINT_FORMAT = "edgecnn-checkpoint"
 SCHEMA_VERSION = 1
@@ -29,7 +29,7 @@ CHECKPOINT_SUFFIXES = (".pt", ".pth")
 
 @dataclass
 class Checkpoint:
-    path: Path
+    path: Path | None  # None: built from a registered name, never saved
     model: nn.Module
     metadata: dict[str, Any]
 
@@ -78,13 +78,43 @@ def is_checkpoint_path(model: str | Path) -> bool:
     return Path(model).suffix in CHECKPOINT_SUFFIXES
 
 
-def resolve_model(model: str | Path, **kwargs: Any) -> nn.Module:
-    """A registered name (built with ``kwargs``) or an edgecnn checkpoint file."""
+def resolve_model(
+    model: str | Path,
+    weights: str | Path | None = None,
+    input_size: int | None = None,
+    fallback: str = IMAGENET,
+    **kwargs: Any,
+) -> Checkpoint:
+    """What every stage starts from: a registered name or an edgecnn checkpoint, as a model.
+
+    A name is built with ``weights``: ``"imagenet"`` (torchvision's default set), ``"imagenet-v1"``/
+    ``"imagenet-v2"``, a state-dict path, ``"none"`` (random) or, when ``None``, ``fallback`` — the
+    stage's default: published ImageNet weights for export and pruning (random where a model publishes
+    none), ``"none"`` for training from scratch. A checkpoint carries its own weights and input size;
+    ``kwargs`` (a head for other classes, another dropout) rebuild it around its weights. The returned
+    path is None for a name; the metadata is empty.
+    """
     if is_checkpoint_path(model):
-        if kwargs:
-            raise EdgeCNNError(f"a checkpoint fixes its architecture; {', '.join(kwargs)} cannot be changed")
-        return load_checkpoint(model).model
-    return create_model(str(model), **kwargs)
+        if weights is not None or input_size is not None:
+            raise EdgeCNNError("a checkpoint fixes its weights and input size; drop --weights/--input-size")
+        checkpoint = load_checkpoint(model)
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        if not kwargs:
+            return checkpoint
+        described = checkpoint.metadata["model"]
+        rebuilt = create_model(
+            described["name"],
+            weights=model,
+            layer_shapes=described.get("layer_shapes"),
+            **{**described["kwargs"], **kwargs},
+        )
+        get_model_meta(rebuilt).preprocessing = get_model_meta(checkpoint.model).preprocessing
+        return Checkpoint(checkpoint.path, rebuilt, checkpoint.metadata)
+    chosen = fallback if weights is None else weights
+    if chosen == IMAGENET and weights is None and not get_model_spec(str(model)).published:
+        chosen = "none"  # nothing published: random, which the caller's warning says
+    built = create_model(str(model), weights=None if chosen == "none" else chosen, input_size=input_size, **kwargs)
+    return Checkpoint(None, built, {})
 
 
 def held_out_images(metadata: dict[str, Any] | None) -> dict[str, Any] | None:

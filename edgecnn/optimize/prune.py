@@ -32,8 +32,8 @@ from torch import nn
 from edgecnn import __version__
 from edgecnn._io import atomic_path, write_json
 from edgecnn.errors import EdgeCNNError
-from edgecnn.models._registry import create_model, get_model_meta, get_model_spec
-from edgecnn.models.checkpoint import Checkpoint, is_checkpoint_path, load_checkpoint, save_checkpoint
+from edgecnn.models._registry import get_model_meta, get_model_spec
+from edgecnn.models.checkpoint import Checkpoint, load_checkpoint, resolve_model, save_checkpoint
 from edgecnn.models.complexity import count_macs, count_params
 from edgecnn.models.layers import head_layer, layer_dims
 
@@ -80,8 +80,6 @@ class PruneConfig:
         for ok, message in checks:
             if not ok:
                 raise PruneError(message)
-        if is_checkpoint_path(self.model) and (self.weights or self.input_size):
-            raise PruneError("a checkpoint fixes its weights and input size; drop --weights/--input-size")
 
 
 @dataclass
@@ -121,12 +119,11 @@ class PruneReport:
 
 
 def _load(config: PruneConfig) -> Checkpoint:
-    if is_checkpoint_path(config.model):
-        return load_checkpoint(config.model)
-    weights = None if config.weights in (None, "none") else config.weights
-    model = create_model(config.model, weights=weights, input_size=config.input_size)
-    path = save_checkpoint(config.output / "original.pt", model)
-    return Checkpoint(path, model, {})
+    resolved = resolve_model(config.model, config.weights, config.input_size)
+    if resolved.path is not None:
+        return resolved
+    path = save_checkpoint(config.output / "original.pt", resolved.model)
+    return Checkpoint(path, resolved.model, {})
 
 
 def protected_layers(model: nn.Module, extra: list[str]) -> list[str]:
@@ -326,6 +323,8 @@ def _taylor_gradients(current: Checkpoint, data: str, config: PruneConfig) -> Ca
     from edgecnn.data.datasets import ImageDataset, open_source, split_for
 
     source = open_source(data)
+    if not source.labelled:
+        raise PruneError(f"{source.name} has no class folders: Taylor importance needs labels (ROOT/CLASS/IMAGE.jpg)")
     split = split_for(source, current.metadata.get("data"))
     dataset = ImageDataset(source, split.train, get_model_meta(current.model).preprocessing)
     loader = torch.utils.data.DataLoader(

@@ -171,6 +171,13 @@ def int8_saturates(flags: set[str] | None = None, machine: str | None = None) ->
     return machine.lower() in ("x86_64", "amd64", "i686", "x86") and not flags & VNNI_FLAGS
 
 
+def exporting_cpu_choice() -> str:
+    """Why a CPU-dependent int8 setting (7-bit weights or not) was chosen, for the artifact's metadata."""
+    if int8_saturates():
+        return "the exporting CPU: x86 without VNNI (u8×s8 pairs saturate in 16 bits)"
+    return "the exporting CPU: no saturating u8×s8 step (VNNI or not x86)"
+
+
 def cpu_flags() -> set[str]:
     """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
     try:

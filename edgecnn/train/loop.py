@@ -24,8 +24,8 @@ from edgecnn.data.augment import build_augmentation
 from edgecnn.data.datasets import ImageDataset, ImageSource, Split, balanced_sample, make_split, open_source
 from edgecnn.data.preprocessing import Preprocessing
 from edgecnn.errors import EdgeCNNError
-from edgecnn.models._registry import ModelSpec, create_model, get_model_meta, get_model_spec
-from edgecnn.models.checkpoint import is_checkpoint_path, load_checkpoint, save_checkpoint
+from edgecnn.models._registry import ModelSpec, get_model_meta, get_model_spec
+from edgecnn.models.checkpoint import load_checkpoint, resolve_model, save_checkpoint
 from edgecnn.models.complexity import check_input_size
 from edgecnn.train.config import EpochRecord, LossName, OptimizerName, SchedulerName, TrainConfig, TrainResult
 
@@ -82,21 +82,11 @@ def build_model(config: TrainConfig, source: ImageSource) -> tuple[nn.Module, Mo
     """The model to train, with a head for the source's classes, and its registry entry."""
     if not source.labelled:
         raise EdgeCNNError(f"{source.name} has no class folders: training needs ROOT/CLASS/IMAGE.jpg")
-    num_classes = len(source.classes)
-    if is_checkpoint_path(config.model):
-        described = load_checkpoint(config.model).metadata["model"]
-        kwargs = {**described["kwargs"], "num_classes": num_classes}
-        if config.dropout is not None:
-            kwargs["dropout"] = config.dropout
-        model = create_model(
-            described["name"], weights=config.model, layer_shapes=described.get("layer_shapes"), **kwargs
-        )
-        preprocessing = Preprocessing.from_dict(described["preprocessing"])
-        name = described["name"]
-    else:
-        name = config.model
-        model = create_model(name, weights=config.weights, num_classes=num_classes, dropout=config.dropout)
-        preprocessing = get_model_meta(model).preprocessing
+    resolved = resolve_model(
+        config.model, config.weights, fallback="none", num_classes=len(source.classes), dropout=config.dropout
+    )
+    model = resolved.model
+    preprocessing = get_model_meta(model).preprocessing
     if config.input_size is not None:
         preprocessing = preprocessing.with_input_size(config.input_size)
     if source.crop_ratio is not None:
@@ -106,7 +96,7 @@ def build_model(config: TrainConfig, source: ImageSource) -> tuple[nn.Module, Mo
     meta.class_names = list(source.classes)
     source.check_min_size(preprocessing.crop)
     check_input_size(model, preprocessing.input_shape)
-    return model, get_model_spec(name)
+    return model, get_model_spec(get_model_meta(model).name)
 
 
 def backbone_blocks(model: nn.Module, spec: ModelSpec) -> list[tuple[str, nn.Module]]:
@@ -268,7 +258,8 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     val_loader, test_loader = (_loader(datasets[n], config, shuffle=False) for n in ("val", "test"))
 
     apply_freeze(model, config.freeze, spec)
-    model.to(device)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    model.to(device, memory_format=memory_format)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(config, trainable)
     scheduler = make_scheduler(config, optimizer, config.epochs * len(train_loader))
@@ -307,6 +298,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
                     scaler,
                     use_amp,
                     device,
+                    memory_format,
                     bar,
                     f"epoch {epoch}/{config.epochs}",
                 )
@@ -386,6 +378,7 @@ def _train_epoch(
     scaler: torch.amp.GradScaler,
     use_amp: bool,
     device: torch.device,
+    memory_format: torch.memory_format,
     bar: Progress,
     description: str,
 ) -> EpochRecord:
@@ -400,7 +393,7 @@ def _train_epoch(
         waiting += time.perf_counter() - fetched
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         with torch.no_grad():
-            images = preprocessing.normalize(augmentation(images))
+            images = preprocessing.normalize(augmentation(images)).contiguous(memory_format=memory_format)
         with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
             logits = network(images)
             loss = criterion(logits, labels)
