@@ -20,12 +20,16 @@ def commit() -> str:
     return result.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
 
 
+#: the commit the benchmark started from: a long run keeps naming it after the tree moves on
+STARTED_FROM = commit()
+
+
 def provenance(benchmark: str, threads: int | None = None) -> dict[str, Any]:
     return {
         "schema_version": 1,
         "benchmark": benchmark,
         "edgecnn_version": __version__,
-        "commit": commit(),
+        "commit": STARTED_FROM,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join([f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
         "machine": environment(threads=threads),

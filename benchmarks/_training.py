@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from dataclasses import dataclass
@@ -86,3 +87,15 @@ def train_all(
             f"| {r['train_images_per_second']:,.0f} |"
         )
     return rows
+
+
+def main(
+    doc: str, benchmark: str, data: str, plans: dict[str, Plan], output: Path, results: Path, time_limit_s: float | None
+) -> None:
+    """The command line of a training benchmark: ``--models`` picks plans, ``--output`` the run folder."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default=",".join(plans))
+    parser.add_argument("--output", type=Path, default=output)
+    args = parser.parse_args()
+    chosen = {name: plans[name] for name in args.models.split(",")}
+    train_all(benchmark, data, chosen, args.output, results, time_limit_s)

@@ -10,10 +10,9 @@ each <= 180 s on a 2-core CPU; the epoch budget per model is what fits in those 
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from _training import Plan, train_all
+from _training import Plan, main
 
 PLANS = {
     "lenet5": Plan(97.0, 32, 30, 64),
@@ -25,14 +24,5 @@ TIME_LIMIT_S = 180
 RESULTS = Path(__file__).parent / "results" / "train_digits.json"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default=",".join(PLANS))
-    parser.add_argument("--output", type=Path, default=Path("runs/bench_train"))
-    args = parser.parse_args()
-    plans = {name: PLANS[name] for name in args.models.split(",")}
-    train_all("train_digits", "digits", plans, args.output, RESULTS, TIME_LIMIT_S)
-
-
 if __name__ == "__main__":
-    main()
+    main(__doc__, "train_digits", "digits", PLANS, Path("runs/bench_train"), RESULTS, TIME_LIMIT_S)

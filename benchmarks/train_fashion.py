@@ -13,10 +13,9 @@ The checkpoints (runs/bench_fashion/MODEL/best.pt) feed benchmarks/int8_accuracy
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from _training import Plan, train_all
+from _training import Plan, main
 
 # batches of 256, label smoothing 0.1, 3,000 validation images (5%); NHWC (channels_last) for the
 # depthwise-convolution models, which trained 2-3x faster that way on a 2-core CPU (ResNet18 did not)
@@ -33,14 +32,5 @@ PLANS = {
 RESULTS = Path(__file__).parent / "results" / "train_fashion.json"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default=",".join(PLANS))
-    parser.add_argument("--output", type=Path, default=Path("runs/bench_fashion"))
-    args = parser.parse_args()
-    plans = {name: PLANS[name] for name in args.models.split(",")}
-    train_all("train_fashion", "fashion-mnist", plans, args.output, RESULTS, time_limit_s=None)
-
-
 if __name__ == "__main__":
-    main()
+    main(__doc__, "train_fashion", "fashion-mnist", PLANS, Path("runs/bench_fashion"), RESULTS, None)

@@ -131,7 +131,28 @@ def _files(folder: Path, recursive: bool, skipped: list[str]) -> list[Path]:
         return []
 
 
-class FolderSource:
+class ScannedSource:
+    """A source whose images are files found by one scan (:class:`ScannedImages`), decoded on demand."""
+
+    root: Path
+    paths: list[Path]
+    labels: list[int]
+    sizes: list[tuple[int, int]]
+
+    def keep(self, scanned: ScannedImages) -> None:
+        self.paths, self.labels, self.sizes = scanned.paths, scanned.labels, scanned.sizes
+
+    def image(self, index: int) -> Image.Image:
+        return load_image(self.paths[index])
+
+    def check_min_size(self, crop: int) -> None:
+        check_sizes(self.paths, self.sizes, crop)
+
+    def fingerprint(self) -> str:
+        return paths_fingerprint(self.root, self.paths, self.labels)
+
+
+class FolderSource(ScannedSource):
     """A folder of images: an ImageFolder (``root/<class>/<image>``, labelled) or a flat folder
     (``root/<image>``, unlabelled: enough to calibrate and to check agreement, not accuracy).
     JPEG, PNG and the other formats PIL reads; unreadable files are skipped with a count."""
@@ -165,17 +186,8 @@ class FolderSource:
             self.classes = []
         self.labelled = bool(class_dirs)
         scanned.report_skipped(strict)
-        self.paths, self.labels, self.sizes = scanned.paths, scanned.labels, scanned.sizes
+        self.keep(scanned)
         self.skipped = len(scanned.skipped)
-
-    def image(self, index: int) -> Image.Image:
-        return load_image(self.paths[index])
-
-    def check_min_size(self, crop: int) -> None:
-        check_sizes(self.paths, self.sizes, crop)
-
-    def fingerprint(self) -> str:
-        return paths_fingerprint(self.root, self.paths, self.labels)
 
 
 def load_image(path: Path) -> Image.Image:

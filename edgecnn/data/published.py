@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from edgecnn._download import DownloadError, Expected, download
-from edgecnn.data.datasets import DataError, ImageSource, ScannedImages, check_sizes, load_image, paths_fingerprint
+from edgecnn.data.datasets import DataError, ImageSource, ScannedImages, ScannedSource
 
 FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 #: where Debian's ``dataset-fashion-mnist`` puts the four files (recompressed: only the contents match)
@@ -193,7 +193,7 @@ def _read_idx(contents: bytes) -> np.ndarray:
     return np.frombuffer(contents, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
 
 
-class ImagenetteSource:
+class ImagenetteSource(ScannedSource):
     """fast.ai's Imagenette: ten easy ImageNet classes, real ImageNet photos, labelled by their
     ImageNet-1k indices so an ImageNet model's top-1 is read directly. ``train/`` is the training
     split, ``val/`` (3,925 images) the official test split. ``imagenette-160`` and ``-320`` are the
@@ -219,17 +219,8 @@ class ImagenetteSource:
                 if scanned.add_folder(self.root / split / wnid, index) == 0:
                     raise DataError(f"{self.root / split / wnid} has no readable images; delete {self.root}")
         scanned.report_skipped(strict=False)
-        self.paths, self.labels, self.sizes = scanned.paths, scanned.labels, scanned.sizes
+        self.keep(scanned)
         self.official_test = tuple(range(test_start, len(self.paths)))
-
-    def image(self, index: int) -> Image.Image:
-        return load_image(self.paths[index])
-
-    def check_min_size(self, crop: int) -> None:
-        check_sizes(self.paths, self.sizes, crop)
-
-    def fingerprint(self) -> str:
-        return paths_fingerprint(self.root, self.paths, self.labels)
 
 
 def _imagenette_root(archive: PublishedArchive, progress: bool) -> Path:
