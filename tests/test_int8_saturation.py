@@ -26,7 +26,8 @@ logits = {}
 for path in sys.argv[2:]:
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    logits[path] = np.concatenate([session.run(None, {name: images[i : i + 1]})[0] for i in range(len(images))]).tolist()
+    rows = [session.run(None, {name: images[i : i + 1]})[0] for i in range(len(images))]
+    logits[path] = np.concatenate(rows).tolist()
 print(json.dumps(logits))
 """
 

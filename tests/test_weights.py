@@ -131,5 +131,10 @@ def test_unreadable_files_give_clear_errors(tmp_path, content, message):
 def test_pickled_objects_are_never_unpickled(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"state_dict": create_model("lenet5").state_dict(), "extra": Path("/")}, path)
-    with pytest.raises(WeightsError, match="cannot read weights"):
+    with pytest.raises(WeightsError, match="holds Python objects beyond tensors") as error:
+        create_model("lenet5", weights=path)
+    assert "ran nothing from it" in str(error.value) and "weights_only" not in str(error.value)
+    assert "\n" not in str(error.value)
+    torch.save(create_model("lenet5"), path)  # a whole pickled module, as torch.save(model) writes
+    with pytest.raises(WeightsError, match=r"beyond tensors \(edgecnn\.models\.lenet\.LeNet5\)"):
         create_model("lenet5", weights=path)

@@ -8,6 +8,7 @@ uses, so a file a user already downloaded with torchvision is found without a se
 from __future__ import annotations
 
 import os
+import pickle
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -102,7 +103,16 @@ def load_tensor_file(path: str | Path, what: str) -> object:
         raise WeightsError(f"{what} not found: {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for corrupt or unsafe files
+    except pickle.UnpicklingError as exc:
+        # torch's own message says to load the file with weights_only=False, which would run its code
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if found is None:
+            raise WeightsError(f"cannot read {what} {path}: not a file torch.save wrote, or a damaged one") from None
+        raise WeightsError(
+            f"{what} {path} holds Python objects beyond tensors ({found.group(1)}); edgecnn loads tensors only "
+            "and ran nothing from it: save a state dict instead (torch.save(model.state_dict(), PATH))"
+        ) from None
+    except Exception as exc:  # torch raises several types for corrupt files
         raise WeightsError(f"cannot read {what} {path}: {str(exc).splitlines()[0]}") from exc
 
 
