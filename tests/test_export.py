@@ -23,7 +23,7 @@ from edgecnn.export.pipeline import verify
 from edgecnn.models import create_model, get_model_meta
 from edgecnn.models.checkpoint import save_checkpoint
 from edgecnn.runtime import open_runner
-from edgecnn.runtime.base import int8_saturates
+from edgecnn.runtime.base import int8_saturates, sidecar_path
 from edgecnn.train import TrainConfig, train
 
 
@@ -54,7 +54,7 @@ def test_int8_onnx_holds_int8_kernels_and_tracks_fp32(trained_lenet, tmp_path):
     weights = [i for i in onnx.load(int8.path).graph.initializer if i.data_type == onnx.TensorProto.INT8]
     assert len(weights) >= 5  # every conv and linear weight stored as int8
     peak = max(int(np.abs(onnx.numpy_helper.to_array(w)).max()) for w in weights if np.prod(w.dims) > 1)
-    scheme = json.loads(Path(int8.path).with_suffix(".json").read_text())["quantization"]
+    scheme = json.loads(sidecar_path(Path(int8.path)).read_text())["quantization"]
     if int8_saturates():  # this CPU adds u8×s8 pairs in saturating 16 bits: 7-bit weights (reduce_range)
         assert peak <= 64 and scheme["weights_range"] == "7-bit (reduce_range)"
     else:
@@ -92,7 +92,7 @@ def test_int8_openvino_holds_fake_quantize_and_int8_weights(trained_lenet, tmp_p
     weights = [op.get_data() for op in constants if op.get_element_type() == ov.Type.i8]
     assert len(weights) == 4
     peaks = sorted(int(np.abs(w).max()) for w in weights)
-    scheme = json.loads(Path(int8.path).with_suffix(".json").read_text())["quantization"]
+    scheme = json.loads(sidecar_path(Path(int8.path)).read_text())["quantization"]
     if int8_saturates():  # this CPU adds u8×s8 pairs in saturating 16 bits: 7-bit weights in every layer
         assert peaks[-1] <= 64 and peaks[0] >= 60 and scheme["weights_range"] == "7-bit in every layer"
     else:  # NNCF's default: only the first layer keeps 7 bits
@@ -150,6 +150,15 @@ def test_openvino_fp16_stores_half_weights(tmp_path):
     assert fp16.verification["cosine"] > 0.999
 
 
+def test_each_artifact_of_one_model_keeps_its_own_sidecar(lenet_artifacts):
+    paths = [Path(a.path) for a in lenet_artifacts.artifacts]
+    assert len({p.parent for p in paths}) == 1 and len({p.stem for p in paths}) == 2  # lenet5_fp32, lenet5_int8
+    for artifact, path in zip(lenet_artifacts.artifacts, paths, strict=True):
+        sidecar = json.loads(sidecar_path(path).read_text())
+        assert (sidecar["report"]["path"], sidecar["report"]["format"]) == (artifact.path, artifact.format)
+        assert sidecar["precision"] == artifact.precision
+
+
 @pytest.mark.parametrize("suffix", ["onnx", "xml", "tflite"])
 def test_metadata_travels_inside_and_beside_the_artifact(trained_lenet, tmp_path, suffix):
     formats = {"onnx": "onnx", "xml": "openvino", "tflite": "tflite"}[suffix]
@@ -160,7 +169,7 @@ def test_metadata_travels_inside_and_beside_the_artifact(trained_lenet, tmp_path
     assert metadata["preprocessing"]["crop"] == 32 and metadata["preprocessing"]["mean"]
     assert metadata["quantization"]["calibration"]["size"] == 32
     assert len(metadata["weights_sha256"]) == 16
-    sidecar = json.loads((tmp_path / "lenet5_int8.json").read_text())
+    sidecar = json.loads((tmp_path / f"lenet5_int8.{suffix}.json").read_text())
     assert {k: v for k, v in sidecar.items() if k != "report"} == metadata
     summary = json.loads((tmp_path / "export.json").read_text())
     assert summary["schema_version"] == 1 and len(summary["artifacts"]) == 2
@@ -414,7 +423,7 @@ def test_export_refuses_an_artifact_its_verification_calls_broken(trained_lenet,
         export(config)
     recorded = json.loads((tmp_path / "export.json").read_text())["artifacts"]
     assert [(a["precision"], a["status"]) for a in recorded] == [("fp32", "ok"), ("int8", "broken")]
-    sidecar = json.loads((tmp_path / "lenet5_int8.json").read_text())
+    sidecar = json.loads((tmp_path / "lenet5_int8.tflite.json").read_text())
     assert sidecar["report"]["status"] == "broken" and Path(recorded[1]["path"]).exists()  # kept to inspect
     kept = export(dataclasses.replace(config, keep_degraded=True))
     assert kept.artifacts[1].status == "broken"
@@ -451,4 +460,4 @@ def test_peers_call_an_int8_artifact_far_below_the_others_broken(tmp_path):
     _judge_against_peers(runs)
     assert [r.artifact.status for r in runs] == ["degraded", "degraded", "broken"]
     assert "36.3 points below a.onnx's 85.0%" in runs[2].artifact.status_reason
-    assert json.loads((tmp_path / "c.json").read_text())["report"]["status"] == "broken"  # the sidecar says so
+    assert json.loads((tmp_path / "c.tflite.json").read_text())["report"]["status"] == "broken"  # the sidecar says so

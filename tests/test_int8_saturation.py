@@ -15,6 +15,7 @@ import pytest
 import edgecnn.export.onnx as onnx_exporter
 from edgecnn.bench.benchmark import predict
 from edgecnn.export import ExportConfig, export
+from edgecnn.runtime.base import sidecar_path
 
 QEMU = "/usr/bin/qemu-x86_64-static"
 
@@ -50,7 +51,7 @@ def test_seven_bit_weights_keep_onnxruntime_int8_on_a_cpu_without_vnni(trained_l
         config = ExportConfig(str(trained_lenet), formats="onnx", int8=True, calib_size=32, output=tmp_path / recipe)
         report = export(config)
         paths[recipe] = Path(next(a.path for a in report.artifacts if a.precision == "int8"))
-        scheme = json.loads(paths[recipe].with_suffix(".json").read_text())["quantization"]
+        scheme = json.loads(sidecar_path(paths[recipe]).read_text())["quantization"]
         assert scheme["weights_range"].startswith(recipe)
     reference = predict(tmp_path / "8-bit" / "lenet5_fp32.onnx", "digits")
     np.save(tmp_path / "images.npy", reference.images.images)

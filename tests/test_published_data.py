@@ -21,6 +21,7 @@ from edgecnn.data.preprocessing import Preprocessing
 from edgecnn.models import create_model
 from edgecnn.models._registry import imagenet_class_names
 from edgecnn.models.checkpoint import load_checkpoint
+from edgecnn.runtime.base import sidecar_path
 from edgecnn.train import TrainConfig, train
 from tests.conftest import run_cli
 from tests.loopback_http import serve
@@ -278,7 +279,7 @@ def test_export_mobilenet_v2_int8_as_typed(tmp_path):
     assert "random weights" not in typed.stderr
     report = json.loads((tmp_path / "runs" / "export" / "export.json").read_text())
     int8 = next(a for a in report["artifacts"] if a["precision"] == "int8")
-    metadata = json.loads((tmp_path / int8["path"]).with_suffix(".json").read_text())
+    metadata = json.loads(sidecar_path(tmp_path / int8["path"]).read_text())
     assert metadata["quantization"]["calibration"] == {
         **metadata["quantization"]["calibration"],
         "source": "imagenette-320",

@@ -32,6 +32,7 @@ from edgecnn.runtime.base import (
     open_runner,
     run_in_batches,
     runtime_for,
+    sidecar_path,
 )
 
 SCHEMA_VERSION = 1
@@ -114,7 +115,7 @@ def artifact_metadata(path: Path, runtime: str = "auto") -> dict[str, Any]:
     try:
         metadata = open_runner(path, runtime=runtime).metadata
     except EdgeCNNError:
-        sidecar = path.with_suffix(".json")
+        sidecar = sidecar_path(path)
         if path.suffix in (".pt", ".pth") or not sidecar.is_file():
             raise
         metadata = {k: v for k, v in json.loads(sidecar.read_text()).items() if k != "report"}

@@ -46,7 +46,7 @@ from edgecnn.models.checkpoint import held_out_images, load_checkpoint, resolve_
 from edgecnn.models.complexity import check_input_size
 from edgecnn.optimize import fold_batchnorm
 from edgecnn.runtime import open_runner
-from edgecnn.runtime.base import artifact_size, one_line_error, run_in_batches
+from edgecnn.runtime.base import artifact_size, one_line_error, run_in_batches, sidecar_path
 
 SCHEMA_VERSION = 1
 CALIBRATION_METHODS = ("auto", "minmax", "entropy", "percentile")
@@ -430,7 +430,7 @@ class _Run:
         self.write_sidecar()
 
     def write_sidecar(self) -> None:
-        sidecar = Path(self.artifact.path).with_suffix(".json")
+        sidecar = sidecar_path(Path(self.artifact.path))
         write_json(sidecar, {**self.runtime_metadata, "report": dataclasses.asdict(self.artifact)})
 
 

@@ -171,6 +171,12 @@ def int8_saturates(flags: set[str] | None = None, machine: str | None = None) ->
     return machine.lower() in ("x86_64", "amd64", "i686", "x86") and not flags & VNNI_FLAGS
 
 
+def sidecar_path(artifact: Path) -> Path:
+    """The JSON beside an artifact: its metadata and export report. Named after the whole file name, so the
+    ONNX, OpenVINO and TFLite artifacts of one model in one folder keep one each."""
+    return artifact.with_name(f"{artifact.name}.json")
+
+
 def exporting_cpu_choice() -> str:
     """Why a CPU-dependent int8 setting (7-bit weights or not) was chosen, for the artifact's metadata."""
     if int8_saturates():
