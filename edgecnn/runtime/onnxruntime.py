@@ -52,8 +52,8 @@ class OnnxRuntimeRunner:
         self.precision = self.default_precision = artifact_precision(self.metadata)
         self.providers: list[str] = self.session.get_providers()
         self.notes: list[str] = [f"providers: {', '.join(self.providers)}"] if device == "gpu" else []
-        full_range = (self.metadata.get("quantization") or {}).get("weights_range") != "7-bit (reduce_range)"
-        if device == "cpu" and self.precision == "int8" and int8_saturates() and full_range:
+        seven_bit = str((self.metadata.get("quantization") or {}).get("weights_range", "")).startswith("7-bit")
+        if device == "cpu" and self.precision == "int8" and int8_saturates() and not seven_bit:
             self.notes.append(
                 "this CPU has no VNNI: onnxruntime's int8 kernels (VPMADDUBSW) can saturate with this artifact's "
                 "8-bit weights; export it on (or for) a CPU like this one to get 7-bit weights"
