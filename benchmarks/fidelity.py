@@ -109,7 +109,7 @@ def remote_against_local(path: Path, runs: int, rounds: int = 3) -> dict:
     alternated ``rounds`` times so that drift of this shared machine hits both alike; medians reported."""
     python = device_python(Path(".venv-device").resolve())
     job = {
-        "artifacts": [{"path": "artifact_0.tflite", "metadata": artifact_metadata(path)}],
+        "artifacts": [{"path": "artifact_0.tflite", "metadata": artifact_metadata(path).to_dict()}],
         "threads": 1,
         "runs": runs,
         "warmup": 20,

@@ -69,8 +69,11 @@ def _measure(way: str, fp32: Path) -> None:
         if way.startswith("edgecnn"):
             from edgecnn.export._formats import Int8Job
             from edgecnn.export.onnx import quantize_int8
+            from edgecnn.runtime.metadata import ArtifactMetadata
+            from edgecnn.runtime.targets import this_cpu
 
-            quantize_int8(Int8Job(None, None, fp32, output, list(images), way.split()[1], {}))  # type: ignore[arg-type]
+            job = Int8Job(None, None, fp32, output, list(images), way.split()[1], ArtifactMetadata(), this_cpu())  # type: ignore[arg-type]
+            quantize_int8(job)
         else:
             from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
             from onnxruntime.quantization.shape_inference import quant_pre_process

@@ -20,6 +20,7 @@ from edgecnn.data.augment import DEFAULT_AUGMENT
 from edgecnn.data.datasets import BUILT_IN
 from edgecnn.errors import EdgeCNNError
 from edgecnn.export.pipeline import STATUS_RULE
+from edgecnn.runtime.targets import TARGETS
 from edgecnn.train.config import LossName, OptimizerName, SchedulerName
 
 if TYPE_CHECKING:
@@ -31,6 +32,12 @@ PUBLISHED_WEIGHTS_HELP = (
     "a state-dict PATH or 'none' (random); default: 'imagenet' where the model publishes weights, else random."
 )
 DATA_NAMES = "'" + "', '".join(BUILT_IN) + "' (built in)"
+TARGET_HELP = (
+    "The CPU the artifacts are for: auto (this machine), "
+    + ", ".join(f"{t.name} ({t.description})" for t in TARGETS.values())
+    + ". x86 without VNNI gets 7-bit int8 weights in onnx and openvino (8-bit pairs saturate there); "
+    "bench warns when an artifact runs on a CPU unlike its target."
+)
 console = Console()
 err_console = Console(stderr=True)
 
@@ -280,6 +287,7 @@ def export_command(
             help="Exit 0 even when an artifact's verification says it is broken (it is kept either way).",
         ),
     ] = False,
+    target: Annotated[str, typer.Option(help=TARGET_HELP)] = "auto",
     as_json: JsonFlag = False,
 ) -> None:
     from edgecnn.export import ExportConfig, changed_top1_line, export
@@ -298,6 +306,7 @@ def export_command(
             batch=batch,
             output=output,
             keep_degraded=keep_degraded,
+            target=target,
         )
     )
     if as_json:
@@ -514,6 +523,100 @@ def eval_command(
             str(result["images"]),
         )
     console.print(table)
+
+
+@app.command("diff")
+def diff_command(
+    artifacts: Annotated[
+        list[Path],
+        typer.Argument(help="Two or more artifacts (.onnx, .xml, .tflite) or checkpoints (.pt), any precision."),
+    ],
+    data: Annotated[
+        str,
+        typer.Option(help=f"{DATA_NAMES} or an image folder; a model's own data gives its held-out split."),
+    ],
+    runtime: RuntimeOption = "auto",
+    device: DeviceOption = "cpu",
+    layers: Annotated[
+        bool,
+        typer.Option(
+            "--layers",
+            help="Also compare every convolution and fully connected layer of each artifact with the PyTorch "
+            "checkpoint's (give it among the inputs): SQNR per layer, and the first layer where the error jumps.",
+        ),
+    ] = False,
+    layer_images: Annotated[int, typer.Option(min=1, help="Images for --layers (the first of the set).")] = 32,
+    report: Annotated[
+        Path | None, typer.Option(help="Write diff.json and diff.md (and layers.png with --layers) into this folder.")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Where artifacts of one model disagree: every pair's top-1 agreement and median / max |Δlogit| on the
+    same images, and the images whose answers differ with each side's margin (top-1 minus top-2 logit).
+
+    Accuracy is shown where the images have labels; a folder without class folders compares only."""
+    from edgecnn.bench.diff import DiffConfig, diff, write_report
+
+    config = DiffConfig(
+        artifacts=artifacts, data=data, runtime=runtime, device=device, layers=layers, layer_images=layer_images
+    )
+    with err_console.status("comparing") as status:
+        result = diff(config, progress=lambda message: status.update(message))
+    written = write_report(result, report) if report else []
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return
+    table = Table("#", "artifact", "runtime", "computed in", "top-1", box=box.SIMPLE_HEAD, caption=result.data)
+    for number, side in enumerate(result.artifacts, start=1):
+        accuracy = "–" if side.accuracy is None else f"{side.accuracy:.2f}%"
+        table.add_row(str(number), Path(side.path).name, side.runtime, side.precision, accuracy)
+    console.print(table)
+    pairs = Table(
+        "pair",
+        "agree",
+        "median |Δ|",
+        "max |Δ|",
+        "differ",
+        "widest",
+        box=box.SIMPLE_HEAD,
+        caption="|Δ|: the logits' absolute difference; widest: the disagreeing image with the largest margin "
+        "(top-1 minus top-2 logit) on either side, and both margins",
+    )
+    for pair in result.pairs:
+        widest = max(pair.disagreements, key=lambda d: max(d.margins), default=None)
+        shown = f"#{widest.image}: {widest.margins[0]:.2f} / {widest.margins[1]:.2f}" if widest else ""
+        pairs.add_row(
+            f"{pair.first + 1}–{pair.second + 1}",
+            f"{pair.agreement:.2f}%",
+            f"{pair.median_abs_diff:.3g}",
+            f"{pair.max_abs_diff:.3g}",
+            str(len(pair.disagreements)),
+            shown,
+        )
+    console.print(pairs)
+    if result.layers:
+        traced = Table(
+            "artifact",
+            "first quantized",
+            "first divergence",
+            "lowest SQNR",
+            box=box.SIMPLE_HEAD,
+            caption=f"each layer against PyTorch fp32 on {result.layer_images} images; per layer: --report",
+        )
+        for item in result.layers:
+            if item.error:
+                traced.add_row(Path(item.artifact).name, item.error, "", "")
+                continue
+            lowest = min(item.layers, key=lambda layer: layer.sqnr_db)
+            traced.add_row(
+                Path(item.artifact).name,
+                item.first_quantized or "–",
+                item.first_divergence or "–",
+                f"{lowest.sqnr_db:.1f} dB ({lowest.layer})",
+            )
+        console.print(traced)
+    for path in written:
+        console.print(str(path), highlight=False)
 
 
 @app.command("check")

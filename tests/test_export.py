@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import run_cli
 
 from edgecnn.errors import EdgeCNNError
 from edgecnn.export import ExportConfig, changed_top1_line, export, resolve_formats
@@ -22,8 +23,9 @@ from edgecnn.export import _formats as formats_module
 from edgecnn.export.pipeline import verify
 from edgecnn.models import create_model, get_model_meta
 from edgecnn.models.checkpoint import save_checkpoint
-from edgecnn.runtime import open_runner
-from edgecnn.runtime.base import int8_saturates, sidecar_path
+from edgecnn.runtime import ArtifactMetadata, open_runner
+from edgecnn.runtime.base import sidecar_path
+from edgecnn.runtime.targets import int8_saturates
 from edgecnn.train import TrainConfig, train
 
 
@@ -45,8 +47,10 @@ def test_fp32_artifacts_equal_pytorch(name, tmp_path):
         assert not any("batchnorm" in op.lower() for op in artifact.ops)
 
 
-def test_int8_onnx_holds_int8_kernels_and_tracks_fp32(trained_lenet, tmp_path):
-    report = export(ExportConfig(str(trained_lenet), formats="onnx", int8=True, calib_size=64, output=tmp_path))
+@pytest.mark.parametrize("target", ["x86-avx2", "x86-vnni"])
+def test_int8_onnx_holds_int8_kernels_and_tracks_fp32(trained_lenet, tmp_path, target):
+    config = ExportConfig(str(trained_lenet), formats="onnx", int8=True, calib_size=64, output=tmp_path, target=target)
+    report = export(config)
     fp32, int8 = report.artifacts
     assert (fp32.precision, int8.precision) == ("fp32", "int8")
     assert "QuantizeLinear" not in fp32.ops
@@ -54,11 +58,13 @@ def test_int8_onnx_holds_int8_kernels_and_tracks_fp32(trained_lenet, tmp_path):
     weights = [i for i in onnx.load(int8.path).graph.initializer if i.data_type == onnx.TensorProto.INT8]
     assert len(weights) >= 5  # every conv and linear weight stored as int8
     peak = max(int(np.abs(onnx.numpy_helper.to_array(w)).max()) for w in weights if np.prod(w.dims) > 1)
-    scheme = json.loads(sidecar_path(Path(int8.path)).read_text())["quantization"]
-    if int8_saturates():  # this CPU adds u8×s8 pairs in saturating 16 bits: 7-bit weights (reduce_range)
-        assert peak <= 64 and scheme["weights_range"] == "7-bit (reduce_range)"
+    stored = json.loads(sidecar_path(Path(int8.path)).read_text())
+    scheme = stored["quantization"]
+    assert stored["target"] == target and scheme["chosen_for"].startswith(target)
+    if target == "x86-avx2":  # u8×s8 pairs add in saturating 16 bits there: 7-bit weights (reduce_range)
+        assert peak <= 64 and scheme["weights_range"] == "7-bit (reduce_range)" and scheme["seven_bit_weights"]
     else:
-        assert peak == 127 and scheme["weights_range"] == "8-bit"
+        assert peak == 127 and scheme["weights_range"] == "8-bit" and not scheme["seven_bit_weights"]
     assert int8.size_bytes < 0.5 * fp32.size_bytes
     assert int8.verification["top1_agreement"] >= 90
     assert report.verification_images == 269 and "accuracy" in int8.verification
@@ -81,8 +87,10 @@ def test_verification_lists_each_changed_top1_by_its_reference_margin():
     assert changed_top1_line("m.tflite", verify(reference, reference, None)) is None
 
 
-def test_int8_openvino_holds_fake_quantize_and_int8_weights(trained_lenet, tmp_path):
-    report = export(ExportConfig(str(trained_lenet), formats="openvino", int8=True, calib_size=64, output=tmp_path))
+@pytest.mark.parametrize("target", ["x86-avx2", "rpi5"])
+def test_int8_openvino_holds_fake_quantize_and_int8_weights(trained_lenet, tmp_path, target):
+    config = ExportConfig(str(trained_lenet), "openvino", int8=True, calib_size=64, output=tmp_path, target=target)
+    report = export(config)
     fp32, int8 = report.artifacts
     assert "FakeQuantize" not in fp32.ops and int8.ops["FakeQuantize"] >= 4
     import openvino as ov
@@ -93,7 +101,7 @@ def test_int8_openvino_holds_fake_quantize_and_int8_weights(trained_lenet, tmp_p
     assert len(weights) == 4
     peaks = sorted(int(np.abs(w).max()) for w in weights)
     scheme = json.loads(sidecar_path(Path(int8.path)).read_text())["quantization"]
-    if int8_saturates():  # this CPU adds u8×s8 pairs in saturating 16 bits: 7-bit weights in every layer
+    if target == "x86-avx2":  # u8×s8 pairs add in saturating 16 bits there: 7-bit weights in every layer
         assert peaks[-1] <= 64 and peaks[0] >= 60 and scheme["weights_range"] == "7-bit in every layer"
     else:  # NNCF's default: only the first layer keeps 7 bits
         assert peaks[0] <= 64 and peaks[1] >= 100 and scheme["weights_range"].startswith("7-bit in the first layer")
@@ -164,13 +172,14 @@ def test_metadata_travels_inside_and_beside_the_artifact(trained_lenet, tmp_path
     formats = {"onnx": "onnx", "xml": "openvino", "tflite": "tflite"}[suffix]
     export(ExportConfig(str(trained_lenet), formats=formats, int8=True, calib_size=32, output=tmp_path))
     metadata = open_runner(tmp_path / f"lenet5_int8.{suffix}").metadata
-    assert metadata["model"] == "lenet5" and metadata["precision"] == "int8"
-    assert metadata["classes"] == [str(i) for i in range(10)]
-    assert metadata["preprocessing"]["crop"] == 32 and metadata["preprocessing"]["mean"]
-    assert metadata["quantization"]["calibration"]["size"] == 32
-    assert len(metadata["weights_sha256"]) == 16
+    assert metadata.model == "lenet5" and metadata.precision == "int8"
+    assert metadata.classes == tuple(str(i) for i in range(10))
+    assert metadata.preprocessing and metadata.preprocessing["crop"] == 32 and metadata.preprocessing["mean"]
+    assert metadata.quantization and metadata.quantization.calibration
+    assert metadata.quantization.calibration.size == 32
+    assert metadata.weights_sha256 and len(metadata.weights_sha256) == 16
     sidecar = json.loads((tmp_path / f"lenet5_int8.{suffix}.json").read_text())
-    assert {k: v for k, v in sidecar.items() if k != "report"} == metadata
+    assert ArtifactMetadata.from_dict(sidecar) == metadata
     summary = json.loads((tmp_path / "export.json").read_text())
     assert summary["schema_version"] == 1 and len(summary["artifacts"]) == 2
     assert summary["peak_memory_mb"] > 100  # at least PyTorch's own footprint
@@ -192,7 +201,7 @@ def test_dynamic_batch(tmp_path):
     for artifact in report.artifacts:
         runner = open_runner(artifact.path)
         assert runner.run(np.zeros((5, 3, 32, 32), np.float32)).shape == (5, 4)
-        assert runner.metadata["input"]["shape"][0] == "batch"
+        assert runner.metadata.input and runner.metadata.input.shape[0] == "batch"
         assert runner.input_shape == [None, 3, 32, 32]  # only the batch is dynamic
 
 
@@ -373,6 +382,14 @@ def test_int8_saturates_on_x86_without_vnni_only():
     assert not int8_saturates({"asimd"}, "aarch64")  # ARM's int8 dot products accumulate in 32 bits
 
 
+def test_an_unknown_target_is_refused_before_any_work(trained_lenet, tmp_path):
+    with pytest.raises(EdgeCNNError, match="unknown target 'rpi3'; valid: auto, x86-vnni, x86-avx2, arm64, rpi4"):
+        ExportConfig(str(trained_lenet), target="rpi3")
+    done = run_cli("export", str(trained_lenet), "--target", "rpi3", "--output", str(tmp_path))
+    assert done.returncode == 1 and done.stderr.strip().startswith("error: unknown target 'rpi3'")
+    assert not any(tmp_path.iterdir())
+
+
 def test_openvino_verifies_fp32_in_f32_and_records_the_runtime_default(tmp_path):
     import openvino as ov
 
@@ -454,7 +471,7 @@ def test_peers_call_an_int8_artifact_far_below_the_others_broken(tmp_path):
     def run(name, agreement):
         artifact = ArtifactReport("f", "int8", str(tmp_path / name), 1, 0.0, {"top1_agreement": agreement})
         artifact.status = "degraded"
-        return _Run(artifact, {}, np.zeros((1, 1)))
+        return _Run(artifact, ArtifactMetadata(), np.zeros((1, 1)))
 
     runs = [run("a.onnx", 85.0), run("b.xml", 83.0), run("c.tflite", 48.7)]
     _judge_against_peers(runs)

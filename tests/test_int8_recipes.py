@@ -18,7 +18,8 @@ from edgecnn.export.tflite import _observers
 from edgecnn.models import create_model
 from edgecnn.models.checkpoint import save_checkpoint
 from edgecnn.models.layers import SqueezeExcitation
-from edgecnn.runtime import Runner, open_runner
+from edgecnn.runtime import ArtifactMetadata, Runner, open_runner
+from edgecnn.runtime.targets import this_cpu
 
 
 def test_squeeze_excite_branch_runs_from_the_pool_to_the_rescaling_multiply():
@@ -125,8 +126,8 @@ def test_tflite_calibration_method_is_applied_and_recorded(trained_lenet, tmp_pa
         return [float(d["quantization"][0]) for d in runner.interpreter.get_tensor_details()]
 
     chosen, auto = exported(method), exported("auto")
-    assert chosen.metadata["quantization"]["method"].startswith(method)
-    assert "histogram" in auto.metadata["quantization"]["method"]
+    assert str(chosen.metadata.quantization.method).startswith(method)
+    assert "histogram" in str(auto.metadata.quantization.method)
     assert scales(chosen) != scales(auto)  # other observers, other activation ranges
 
 
@@ -156,7 +157,7 @@ def test_onnx_auto_calibration_is_the_streamed_percentile(trained_lenet, tmp_pat
         graph = onnx.load(artifact.path).graph
         values = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
         scales = sorted(float(values[n.input[1]]) for n in graph.node if n.op_type == "QuantizeLinear")
-        return open_runner(artifact.path).metadata["quantization"]["method"], scales
+        return str(open_runner(artifact.path).metadata.quantization.method), scales
 
     (auto_method, auto), (minmax_method, minmax) = calibrated("auto"), calibrated("minmax")
     assert auto_method.startswith("percentile") and minmax_method.startswith("minmax")
@@ -194,7 +195,8 @@ def test_tflite_relu6_is_quantized_with_its_clamped_range_not_its_input_range(tm
     images = torch.randn(40, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     calibration = [images[i : i + 1].numpy() for i in range(32)]
     path = tmp_path / "relu6.tflite"
-    quantize_int8(Int8Job(model, images[:1], tmp_path / "unused", path, calibration, "auto", {"precision": "int8"}))
+    metadata = ArtifactMetadata(precision="int8")
+    quantize_int8(Int8Job(model, images[:1], tmp_path / "unused", path, calibration, "auto", metadata, this_cpu()))
     runner = open_runner(path)
     test = images[32:].numpy()
     int8 = np.concatenate([runner.run(image[None]) for image in test])

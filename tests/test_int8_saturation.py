@@ -12,12 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import edgecnn.export.onnx as onnx_exporter
-import edgecnn.runtime.onnxruntime as onnxruntime_runner
 from edgecnn.bench.benchmark import predict
 from edgecnn.export import ExportConfig, export
 from edgecnn.runtime import open_runner
 from edgecnn.runtime.base import sidecar_path
+from edgecnn.runtime.targets import TARGETS, target_mismatch
 
 QEMU = "/usr/bin/qemu-x86_64-static"
 
@@ -44,13 +43,13 @@ def _run_int8(images: Path, paths: list[Path], emulate: bool) -> dict[str, np.nd
 
 
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="emulates an x86 CPU model with qemu-x86_64")
-def test_seven_bit_weights_keep_onnxruntime_int8_on_a_cpu_without_vnni(trained_lenet, tmp_path, monkeypatch):
+def test_seven_bit_weights_keep_onnxruntime_int8_on_a_cpu_without_vnni(trained_lenet, tmp_path):
     if not shutil.which(QEMU):
         pytest.fail(f"{QEMU} is missing: apt-get install qemu-user-static (make test installs it)")
     paths = {}
-    for recipe, saturating in (("8-bit", False), ("7-bit", True)):
-        monkeypatch.setattr(onnx_exporter, "int8_saturates", lambda saturating=saturating: saturating)
-        config = ExportConfig(str(trained_lenet), formats="onnx", int8=True, calib_size=32, output=tmp_path / recipe)
+    for recipe, target in (("8-bit", "x86-vnni"), ("7-bit", "x86-avx2")):
+        output = tmp_path / recipe
+        config = ExportConfig(str(trained_lenet), "onnx", int8=True, calib_size=32, output=output, target=target)
         report = export(config)
         paths[recipe] = Path(next(a.path for a in report.artifacts if a.precision == "int8"))
         scheme = json.loads(sidecar_path(paths[recipe]).read_text())["quantization"]
@@ -71,6 +70,6 @@ def test_seven_bit_weights_keep_onnxruntime_int8_on_a_cpu_without_vnni(trained_l
     # 8-bit weights saturate there: the same file errs several times more than on this CPU
     assert error(haswell[eight]) > 3 * error(haswell[seven])
     # and on such a CPU the benchmarker says so of the 8-bit file only
-    monkeypatch.setattr(onnxruntime_runner, "int8_saturates", lambda: True)
-    assert any("can saturate" in note for note in open_runner(paths["8-bit"]).notes)
-    assert not any("can saturate" in note for note in open_runner(paths["7-bit"]).notes)
+    haswell = TARGETS["x86-avx2"]
+    assert "can saturate" in str(target_mismatch(open_runner(paths["8-bit"]).metadata, "onnxruntime", haswell))
+    assert target_mismatch(open_runner(paths["7-bit"]).metadata, "onnxruntime", haswell) is None

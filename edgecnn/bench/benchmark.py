@@ -34,6 +34,7 @@ from edgecnn.runtime.base import (
     runtime_for,
     sidecar_path,
 )
+from edgecnn.runtime.metadata import ArtifactMetadata
 
 SCHEMA_VERSION = 1
 LOCAL = "local"
@@ -110,7 +111,7 @@ class BenchReport:
         }
 
 
-def artifact_metadata(path: Path, runtime: str = "auto") -> dict[str, Any]:
+def artifact_metadata(path: Path, runtime: str = "auto") -> ArtifactMetadata:
     """The metadata an artifact carries, read with its runtime here, else from the sidecar JSON export wrote."""
     try:
         metadata = open_runner(path, runtime=runtime).metadata
@@ -118,35 +119,43 @@ def artifact_metadata(path: Path, runtime: str = "auto") -> dict[str, Any]:
         sidecar = sidecar_path(path)
         if path.suffix in (".pt", ".pth") or not sidecar.is_file():
             raise
-        metadata = {k: v for k, v in json.loads(sidecar.read_text()).items() if k != "report"}
+        try:
+            stored = json.loads(sidecar.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise EdgeCNNError(f"cannot read {sidecar}: {exc}") from None
+        metadata = ArtifactMetadata.from_dict(stored)
     return metadata
 
 
 @dataclass
 class EvalImages:
     images: np.ndarray
-    labels: np.ndarray
+    labels: np.ndarray | None  # None where ``eval_images`` was told labels are optional and there are none
     description: str
     indices: list[int]  # which images of the source, so two evaluations can be matched image by image
     fingerprint: str  # of the source's contents
 
 
-def eval_images(data: str, metadata: dict[str, Any]) -> EvalImages:
-    """``data`` preprocessed for the artifact; only the held-out split when it is the training data."""
-    if not metadata.get("preprocessing"):
+def eval_images(data: str, metadata: ArtifactMetadata, labels_required: bool = True) -> EvalImages:
+    """``data`` preprocessed for the artifact; only the held-out split when it is the training data.
+
+    Without ``labels_required``, a folder without class folders (or with other classes) gives images
+    without labels: enough to compare artifacts with each other, not to score them."""
+    if metadata.preprocessing is None:
         raise EdgeCNNError("the artifact carries no edgecnn metadata: its preprocessing and classes are unknown")
     source = open_source(data)
-    if not source.labelled:
+    classes = list(metadata.classes)
+    if labels_required and not source.labelled:
         raise EdgeCNNError(f"{source.name} has no class folders: accuracy needs ROOT/CLASS/IMAGE.jpg")
-    classes = metadata.get("classes") or []
-    if classes != source.classes:
+    if labels_required and classes != source.classes:
         raise EdgeCNNError(
             f"the artifact's {len(classes)} classes are not the {len(source.classes)} classes of {source.name}"
         )
-    held_out = metadata.get("held_out")
+    labelled = source.labelled and classes == source.classes
+    held_out = metadata.held_out
     fingerprint = source.fingerprint()
-    if held_out and held_out["fingerprint"] == fingerprint:
-        indices = list(held_out["test_indices"])
+    if held_out and held_out.fingerprint == fingerprint:
+        indices = list(held_out.test_indices)
         description = f"{source.name}: the {len(indices)} held-out test images of the training split"
     elif source.official_test is not None:
         indices = list(source.official_test)
@@ -154,10 +163,10 @@ def eval_images(data: str, metadata: dict[str, Any]) -> EvalImages:
     else:
         indices = list(range(len(source.labels)))
         description = f"{source.name}: all {len(indices)} images"
-    preprocessing = Preprocessing.from_dict(metadata["preprocessing"])
+    preprocessing = Preprocessing.from_dict(metadata.preprocessing)
     source.check_min_size(preprocessing.crop)
     images = preprocess_images(source, indices, preprocessing)
-    labels = np.array([source.labels[i] for i in indices])
+    labels = np.array([source.labels[i] for i in indices]) if labelled else None
     return EvalImages(images, labels, description, indices, fingerprint)
 
 
@@ -170,10 +179,12 @@ class Predictions:
     logits: np.ndarray
 
 
-def predict(path: Path, data: str, runtime: str = "auto", device: str = "cpu") -> Predictions:
+def predict(
+    path: Path, data: str, runtime: str = "auto", device: str = "cpu", labels_required: bool = True
+) -> Predictions:
     runner = open_runner(path, runtime=runtime, device=device)
-    prepared = eval_images(data, runner.metadata)
-    batch = _fixed_batch(runner.metadata) or 32
+    prepared = eval_images(data, runner.metadata, labels_required)
+    batch = runner.metadata.fixed_batch or 32
     try:
         logits = run_in_batches(runner, prepared.images, batch)
     except Exception as exc:  # each runtime raises its own types for an artifact it cannot run
@@ -190,11 +201,6 @@ def evaluate(artifacts: list[Path], data: str, runtime: str = "auto", device: st
         description = predicted.images.description
         results.append({"artifact": str(path), "runtime": predicted.runner.name, "data": description, **scores})
     return results
-
-
-def _fixed_batch(metadata: dict[str, Any]) -> int | None:
-    first = ((metadata.get("input") or {}).get("shape") or [None])[0]
-    return first if isinstance(first, int) else None
 
 
 def bench(config: BenchConfig) -> BenchReport:
@@ -258,7 +264,9 @@ def _stage(config: BenchConfig, scratch: Path) -> tuple[dict[str, Path], list[Ar
         metadata = artifact_metadata(path, config.runtime) if (config.data or remote) else None
         inputs = labels = None
         if config.data and metadata is not None:
-            key = json.dumps([metadata.get(k) for k in ("preprocessing", "classes", "held_out")], sort_keys=True)
+            key = json.dumps(
+                [metadata.preprocessing, metadata.classes, metadata.held_out], default=vars, sort_keys=True
+            )
             if key not in prepared:
                 data = eval_images(config.data, metadata)
                 number = len(prepared)
@@ -267,7 +275,7 @@ def _stage(config: BenchConfig, scratch: Path) -> tuple[dict[str, Path], list[Ar
                 np.save(scratch / prepared[key][1], data.labels)
                 files.update({name: scratch / name for name in prepared[key]})
             inputs, labels = prepared[key]
-        items.append(ArtifactJob(name, config.runtime, inputs, labels, metadata))
+        items.append(ArtifactJob(name, config.runtime, inputs, labels, metadata and metadata.to_dict()))
     return files, items
 
 

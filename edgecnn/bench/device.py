@@ -27,6 +27,8 @@ from edgecnn.bench.measure import (
 )
 from edgecnn.errors import EdgeCNNError
 from edgecnn.runtime.base import Runner, artifact_size, one_line_error, open_runner, run_in_batches
+from edgecnn.runtime.metadata import ArtifactMetadata
+from edgecnn.runtime.targets import target_mismatch
 
 SCHEMA_VERSION = 1
 MODES = ("latency", "throughput")
@@ -75,9 +77,9 @@ class Job:
         return asdict(self)
 
 
-def input_shape(metadata: dict[str, Any], runner: Runner, path: str) -> list[int]:
+def input_shape(metadata: ArtifactMetadata, runner: Runner, path: str) -> list[int]:
     """One image's shape: from edgecnn's metadata, else as the runtime declares the input."""
-    shape = (metadata.get("input") or {}).get("shape")
+    shape = metadata.input.shape if metadata.input else ()
     if shape:
         return [int(size) for size in shape[1:]]
     declared = runner.input_shape[1:]
@@ -101,7 +103,7 @@ class _Loaded:
 
     item: ArtifactJob
     runner: Runner
-    metadata: dict[str, Any]
+    metadata: ArtifactMetadata
     batch: np.ndarray
     call: Any
     load_seconds: float
@@ -126,7 +128,7 @@ def run_job(job: Job, base: Path = Path(".")) -> dict[str, Any]:
         started = time.perf_counter()
         runner = open_runner(path, job.threads, item.runtime, job.device, job.precision)
         load_seconds = time.perf_counter() - started
-        metadata = runner.metadata or item.metadata or {}
+        metadata = runner.metadata if runner.metadata.known else ArtifactMetadata.from_dict(item.metadata)
         batch = rng.standard_normal((job.batch, *input_shape(metadata, runner, item.path)), dtype=np.float32)
         call = runner.bind(batch)
         started = time.perf_counter()
@@ -148,14 +150,14 @@ def _result(job: Job, entry: _Loaded, times: list[float], base: Path) -> dict[st
     stats = latency_stats(times)
     result: dict[str, Any] = {
         "artifact": Path(item.path).name,
-        "model": metadata.get("model"),
-        "artifact_precision": metadata.get("precision", runner.precision),
+        "model": metadata.model,
+        "artifact_precision": metadata.precision if metadata.known else runner.precision,
         "runtime": runner.name,
         "runtime_version": runner.version,
         "interpreter": getattr(runner, "interpreter_package", None),
         "device": runner.device,
         "effective_precision": runner.precision,
-        "notes": list(runner.notes),
+        "notes": [*runner.notes, *filter(None, [target_mismatch(metadata, runner.name)])],
         "batch": job.batch,
         "size_bytes": artifact_size(base / item.path),
         "load_seconds": entry.load_seconds,

@@ -95,7 +95,7 @@ def answers(path: Path, data: str, runtime: str = "auto", device: str = "cpu") -
         runtime=predicted.runner.name,
         data=images.description,
         fingerprint=images.fingerprint,
-        classes=list(predicted.runner.metadata.get("classes") or []),
+        classes=list(predicted.runner.metadata.classes),
         indices=[int(i) for i in images.indices],
         labels=[int(label) for label in images.labels],
         top5=ranked.tolist(),

@@ -28,6 +28,8 @@ RUNNER_MODULES = (
     "errors.py",
     "runtime/__init__.py",
     "runtime/base.py",
+    "runtime/metadata.py",
+    "runtime/targets.py",
     "runtime/onnxruntime.py",
     "runtime/openvino.py",
     "runtime/litert.py",

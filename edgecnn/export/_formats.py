@@ -10,8 +10,7 @@ import importlib
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol, cast
 
 from edgecnn.errors import EdgeCNNError
 
@@ -20,12 +19,44 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from edgecnn.runtime.metadata import ArtifactMetadata, Quantization
+    from edgecnn.runtime.targets import Target
+
 
 # percentile calibration cuts this share of the values off (onnxruntime's 99.999 default)
 PERCENTILE_TAIL = 1e-5
 # histogram calibration counts every HISTOGRAM_STRIDE-th value of a large tensor (its range still comes
 # from every value): histogramming every activation was most of the calibration time at 224
 HISTOGRAM_STRIDE = 16
+
+
+class Exporter(Protocol):
+    """What a format's exporter module provides; ``Format.exporter`` names the module. A new format is one
+    such module and one row of ``FORMATS`` (a test checks every row's module against this protocol)."""
+
+    def export_float(
+        self,
+        model: nn.Module,
+        example: torch.Tensor,
+        path: Path,
+        metadata: ArtifactMetadata,
+        dynamic_batch: bool,
+        half: bool,
+    ) -> Path:
+        """Write the fp32 (or fp16 where ``half``) artifact of ``model`` with ``metadata`` stored inside."""
+        ...
+
+    def quantize_int8(self, job: Int8Job) -> Path:
+        """Write the int8 artifact ``job`` describes, calibrated on its images."""
+        ...
+
+    def int8_scheme(self, method: str, target: Target) -> Quantization:
+        """How ``quantize_int8`` quantizes with calibration ``method`` for ``target``, recorded in the metadata."""
+        ...
+
+    def count_ops(self, path: Path) -> dict[str, int]:
+        """Operation types in the artifact and their counts (the int8 kernels prove an int8 model)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -38,14 +69,14 @@ class Format:
     runtime: str
     extra: str
     modules: tuple[str, ...]
-    exporter: str  # module with export_float, quantize_int8, int8_scheme and count_ops
+    exporter: str  # the module that implements ``Exporter``
     calibration_methods: tuple[str, ...]  # "auto": the toolchain's own recommended ranges
     # the compute precision fp32 and int8 artifacts are verified in, for runtimes that choose their own:
     # OpenVINO computes an "fp32" model in bf16 on CPUs with AVX512-BF16 or AMX unless told f32
     verify_precision: str | None = None
 
-    def load_exporter(self) -> ModuleType:
-        return importlib.import_module(self.exporter)
+    def load_exporter(self) -> Exporter:
+        return cast("Exporter", importlib.import_module(self.exporter))
 
     def missing_modules(self) -> list[str]:
         return [m for m in self.modules if importlib.util.find_spec(m) is None]
@@ -61,7 +92,8 @@ class Int8Job:
     path: Path
     calibration: list[np.ndarray]
     method: str
-    metadata: dict[str, Any]
+    metadata: ArtifactMetadata
+    target: Target  # the CPU the artifact is for: where u8×s8 pairs saturate, weights keep 7 bits
 
 
 FORMATS: dict[str, Format] = {

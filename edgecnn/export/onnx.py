@@ -17,7 +17,6 @@ median max |Δlogit| per image from 0.168 to 0.021 on LeNet-5 and from 0.35 to 0
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +30,9 @@ from edgecnn._io import atomic_path
 from edgecnn.export._formats import HISTOGRAM_STRIDE, PERCENTILE_TAIL, Int8Job
 from edgecnn.export._graph import GraphNode, squeeze_excite_nodes
 from edgecnn.export._quiet import quiet
-from edgecnn.runtime.base import METADATA_KEY, exporting_cpu_choice, int8_saturates
+from edgecnn.runtime.base import METADATA_KEY
+from edgecnn.runtime.metadata import ArtifactMetadata, Quantization
+from edgecnn.runtime.targets import Target
 
 OPSET = 18
 INPUT_NAME = "input"
@@ -40,7 +41,7 @@ HISTOGRAM_BINS = 2048  # onnxruntime's percentile calibrator's default
 
 
 def export_float(
-    model: nn.Module, example: torch.Tensor, path: Path, metadata: dict[str, Any], dynamic_batch: bool, half: bool
+    model: nn.Module, example: torch.Tensor, path: Path, metadata: ArtifactMetadata, dynamic_batch: bool, half: bool
 ) -> Path:
     """Export ``model`` (eval mode) with ``metadata`` stored in the graph's ``metadata_props``."""
     if half:
@@ -107,7 +108,7 @@ def quantize_int8(job: Int8Job) -> Path:
             per_channel=True,
             activation_type=QuantType.QInt8,
             weight_type=QuantType.QInt8,
-            reduce_range=int8_saturates(),
+            reduce_range=job.target.saturates,
             nodes_to_exclude=first_conv + classifier + squeeze_excite,
             **calibration,
         )
@@ -186,24 +187,25 @@ class _Reader:
         return None if batch is None else {INPUT_NAME: batch}
 
 
-def _set_metadata(proto: Any, metadata: dict[str, Any]) -> None:
+def _set_metadata(proto: Any, metadata: ArtifactMetadata) -> None:
     del proto.metadata_props[:]
     entry = proto.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, json.dumps(metadata)
+    entry.key, entry.value = METADATA_KEY, metadata.to_json()
 
 
-def int8_scheme(method: str) -> dict[str, str]:
-    return {
-        "scheme": "onnxruntime quantize_static, QDQ: per-channel int8 weights, int8 activations",
-        "method": {
+def int8_scheme(method: str, target: Target) -> Quantization:
+    return Quantization(
+        scheme="onnxruntime quantize_static, QDQ: per-channel int8 weights, int8 activations",
+        method={
             "auto": "percentile (99.999th of |x|, streamed)",
             "percentile": "percentile (99.999th of |x|, streamed)",
             "minmax": "minmax (per-image min/max, averaged)",
         }.get(method, method),
-        "float_layers": "first convolution, classifier, squeeze-excite branches",
-        "weights_range": "7-bit (reduce_range)" if int8_saturates() else "8-bit",
-        "chosen_for": exporting_cpu_choice(),
-    }
+        float_layers="first convolution, classifier, squeeze-excite branches",
+        weights_range="7-bit (reduce_range)" if target.saturates else "8-bit",
+        seven_bit_weights=target.saturates,
+        chosen_for=target.weights_choice,
+    )
 
 
 def count_ops(path: Path) -> dict[str, int]:

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -16,11 +15,13 @@ from torch import nn
 from edgecnn.export._formats import Int8Job
 from edgecnn.export._graph import GraphNode, squeeze_excite_nodes
 from edgecnn.export._quiet import quiet
-from edgecnn.runtime.base import METADATA_KEY, exporting_cpu_choice, int8_saturates
+from edgecnn.runtime.base import METADATA_KEY
+from edgecnn.runtime.metadata import ArtifactMetadata, Quantization
+from edgecnn.runtime.targets import Target
 
 
 def export_float(
-    model: nn.Module, example: torch.Tensor, path: Path, metadata: dict[str, Any], dynamic_batch: bool, half: bool
+    model: nn.Module, example: torch.Tensor, path: Path, metadata: ArtifactMetadata, dynamic_batch: bool, half: bool
 ) -> Path:
     """Convert ``model``; ``half`` stores the weights as fp16 (compute precision is the device's choice)."""
     import openvino as ov
@@ -52,7 +53,7 @@ def quantize_int8(job: Int8Job) -> Path:
     (``benchmarks/real_int8.py``, AVX-512 VNNI CPU) the fast one lost 6.3 points of top-1 agreement
     (84.8% → 78.5%), and on the digits it was what kept LeNet-5 within 0.5 points.
 
-    The weights' range follows the CPU that exports (``int8_saturates``, recorded in the metadata): x86
+    The weights' range follows the target CPU (``Target.saturates``, recorded in the metadata): x86
     CPUs without VNNI (AVX2) add pairs of u8×s8 products in saturating 16-bit registers, so there every
     layer keeps 7-bit weights (``OverflowFix.ENABLE``; on such a CPU EfficientNet-B0 trained on digits
     agreed 92.9% with fp32 without the fix, 98.5% with NNCF's default, 99.3% with it in every layer).
@@ -65,7 +66,7 @@ def quantize_int8(job: Int8Job) -> Path:
     import openvino as ov
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
-    overflow_fix = OverflowFix.ENABLE if int8_saturates() else OverflowFix.FIRST_LAYER
+    overflow_fix = OverflowFix.ENABLE if job.target.saturates else OverflowFix.FIRST_LAYER
     model = ov.Core().read_model(str(job.fp32_path))
     classifier = [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() == "MatMul"][-1:]
     squeeze_excite = squeeze_excite_nodes(_graph_nodes(model))
@@ -98,11 +99,11 @@ def _graph_nodes(model: Any) -> list[GraphNode]:
     return nodes
 
 
-def _save(model: Any, path: Path, metadata: dict[str, Any], half: bool) -> None:
+def _save(model: Any, path: Path, metadata: ArtifactMetadata, half: bool) -> None:
     """Write the .xml and its .bin atomically: the .bin first, the .xml (what users open) last."""
     import openvino as ov
 
-    model.set_rt_info(json.dumps(metadata), [METADATA_KEY])
+    model.set_rt_info(metadata.to_json(), [METADATA_KEY])
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".staging-") as staging:
         staged = Path(staging) / path.name
@@ -111,14 +112,15 @@ def _save(model: Any, path: Path, metadata: dict[str, Any], half: bool) -> None:
         os.replace(staged, path)
 
 
-def int8_scheme(method: str) -> dict[str, str]:
-    return {
-        "scheme": "NNCF post-training: FakeQuantize, int8 activations, int8 weights",
-        "method": "nncf min/max with full bias correction",
-        "float_layers": "classifier, squeeze-excite branches",
-        "weights_range": "7-bit in every layer" if int8_saturates() else "7-bit in the first layer, 8-bit elsewhere",
-        "chosen_for": exporting_cpu_choice(),
-    }
+def int8_scheme(method: str, target: Target) -> Quantization:
+    return Quantization(
+        scheme="NNCF post-training: FakeQuantize, int8 activations, int8 weights",
+        method="nncf min/max with full bias correction",
+        float_layers="classifier, squeeze-excite branches",
+        weights_range="7-bit in every layer" if target.saturates else "7-bit in the first layer, 8-bit elsewhere",
+        seven_bit_weights=target.saturates,
+        chosen_for=target.weights_choice,
+    )
 
 
 def count_ops(path: Path) -> dict[str, int]:

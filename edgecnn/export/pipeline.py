@@ -47,6 +47,8 @@ from edgecnn.models.complexity import check_input_size
 from edgecnn.optimize import fold_batchnorm
 from edgecnn.runtime import open_runner
 from edgecnn.runtime.base import artifact_size, one_line_error, run_in_batches, sidecar_path
+from edgecnn.runtime.metadata import ArtifactMetadata, Calibration, HeldOut, InputSpec, Quantization
+from edgecnn.runtime.targets import AUTO, Target, resolve_target
 
 SCHEMA_VERSION = 1
 CALIBRATION_METHODS = ("auto", "minmax", "entropy", "percentile")
@@ -89,9 +91,11 @@ class ExportConfig:
     batch: str = "1"
     output: Path = Path("runs/export")
     keep_degraded: bool = False
+    target: str = AUTO  # the CPU the artifacts are for; auto: the machine that exports
 
     def __post_init__(self) -> None:
         self.output = Path(self.output)
+        resolve_target(self.target)  # an unknown name fails before any work
         if self.calib_method not in CALIBRATION_METHODS:
             raise EdgeCNNError(
                 f"unknown calibration method {self.calib_method!r}; valid: {', '.join(CALIBRATION_METHODS)}"
@@ -142,7 +146,7 @@ class _Data:
     verification: np.ndarray
     labels: np.ndarray | None
     calibration_hash: str | None
-    held_out: dict[str, Any] | None  # the training data's test split, recorded so `eval` can reuse it
+    held_out: HeldOut | None  # the training data's test split, recorded so `eval` can reuse it
 
 
 def _load_model(config: ExportConfig, warnings: list[str]) -> tuple[nn.Module, dict[str, Any] | None]:
@@ -213,39 +217,30 @@ def _artifact_metadata(
     data: _Data,
     config: ExportConfig,
     weights_hash: str,
-    int8_scheme: dict[str, str],
-) -> dict[str, Any]:
+    int8_scheme: Quantization,
+    target: Target,
+) -> ArtifactMetadata:
     preprocessing = meta.preprocessing
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "edgecnn_version": __version__,
-        "model": meta.name,
-        "model_kwargs": meta.kwargs,
-        "classes": meta.class_names,
-        "preprocessing": preprocessing.to_dict(),
-        "input": {
-            "name": "input",
-            "layout": preprocessing.layout,
-            "dtype": "float32",
-            "shape": ["batch" if config.batch == "dynamic" else int(config.batch), *preprocessing.input_shape],
-        },
-        "precision": precision,
-        "quantization": (
-            {
-                **int8_scheme,
-                "calibration": {
-                    "source": data.source,
-                    "size": 0 if data.calibration is None else len(data.calibration),
-                    "sha256": data.calibration_hash,
-                },
-            }
-            if precision == "int8"
-            else None
+    calibration = Calibration(
+        data.source, 0 if data.calibration is None else len(data.calibration), data.calibration_hash
+    )
+    return ArtifactMetadata(
+        model=meta.name,
+        precision=precision,
+        classes=tuple(meta.class_names),
+        preprocessing=preprocessing.to_dict(),
+        input=InputSpec(
+            layout=preprocessing.layout,
+            shape=("batch" if config.batch == "dynamic" else int(config.batch), *preprocessing.input_shape),
         ),
-        "weights": meta.weights,
-        "weights_sha256": weights_hash,
-        "held_out": data.held_out,
-    }
+        quantization=dataclasses.replace(int8_scheme, calibration=calibration) if precision == "int8" else None,
+        model_kwargs=meta.kwargs,
+        weights=meta.weights,
+        weights_sha256=weights_hash,
+        held_out=data.held_out,
+        target=target.name,
+        edgecnn_version=__version__,
+    )
 
 
 def _state_hash(model: nn.Module) -> str:
@@ -417,7 +412,7 @@ class _Run:
     """An artifact and its logits on the verification images, as its runtime gave them."""
 
     artifact: ArtifactReport
-    runtime_metadata: dict[str, Any]
+    runtime_metadata: ArtifactMetadata
     logits: np.ndarray
     computed_in: dict[str, str] = field(default_factory=dict)
 
@@ -431,7 +426,7 @@ class _Run:
 
     def write_sidecar(self) -> None:
         sidecar = sidecar_path(Path(self.artifact.path))
-        write_json(sidecar, {**self.runtime_metadata, "report": dataclasses.asdict(self.artifact)})
+        write_json(sidecar, {**self.runtime_metadata.to_dict(), "report": dataclasses.asdict(self.artifact)})
 
 
 def _reference_logits(model: nn.Module, images: np.ndarray) -> np.ndarray:
@@ -564,8 +559,9 @@ def _export_one(fmt: Format, precision: str, work: _Work) -> ArtifactReport:
     assert model is not None
     exporter = fmt.load_exporter()
     started = time.perf_counter()
+    target = resolve_target(config.target)
     metadata = _artifact_metadata(
-        meta, precision, data, config, work.weights_hash, exporter.int8_scheme(config.calib_method)
+        meta, precision, data, config, work.weights_hash, exporter.int8_scheme(config.calib_method, target), target
     )
     stem = config.output / f"{meta.name}_{precision}"
     fp32_path = stem.with_name(f"{meta.name}_fp32{fmt.suffix}")
@@ -578,7 +574,8 @@ def _export_one(fmt: Format, precision: str, work: _Work) -> ArtifactReport:
             assert data.calibration is not None
             size = 16 if dynamic else int(config.batch)
             batches = [data.calibration[i : i + size] for i in range(0, len(data.calibration) - size + 1, size)]
-            exporter.quantize_int8(Int8Job(model, example, fp32_path, path, batches, config.calib_method, metadata))
+            job = Int8Job(model, example, fp32_path, path, batches, config.calib_method, metadata, target)
+            exporter.quantize_int8(job)
     except Exception as exc:  # each converter raises its own types; the user needs which step failed and why
         raise one_line_error(f"{fmt.name} {precision} export failed ({type(exc).__name__})", exc) from exc
     seconds = time.perf_counter() - started

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,8 @@ from edgecnn.export._formats import HISTOGRAM_STRIDE, PERCENTILE_TAIL, Int8Job
 from edgecnn.export._quiet import quiet
 from edgecnn.models.layers import SqueezeExcitation
 from edgecnn.runtime.base import METADATA_KEY
+from edgecnn.runtime.metadata import ArtifactMetadata, Quantization
+from edgecnn.runtime.targets import Target
 
 # The converter's C++ side logs through TensorFlow's and glog's channels, read once at import. Importing
 # litert-torch also logs, past TF_CPP_MIN_LOG_LEVEL, that TensorFlow's oneDNN custom operations are on;
@@ -39,7 +40,7 @@ CALIBRATION_CHUNK = 16
 
 
 def export_float(
-    model: nn.Module, example: torch.Tensor, path: Path, metadata: dict[str, Any], dynamic_batch: bool, half: bool
+    model: nn.Module, example: torch.Tensor, path: Path, metadata: ArtifactMetadata, dynamic_batch: bool, half: bool
 ) -> Path:
     if half or dynamic_batch:
         raise ValueError("the TFLite exporter writes fixed-batch fp32 only, as the formats table says")
@@ -209,14 +210,14 @@ def _observers() -> tuple[type, type]:
     return SampledHistogramObserver, PercentileObserver
 
 
-def _embed(path: Path, metadata: dict[str, Any]) -> None:
+def _embed(path: Path, metadata: ArtifactMetadata) -> None:
     """Add ``metadata`` as a named metadata buffer of the flatbuffer (TFLite's own metadata table)."""
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(path.read_bytes(), 0))
     buffer = schema.BufferT()
-    buffer.data = np.frombuffer(json.dumps(metadata).encode(), dtype=np.uint8)
+    buffer.data = np.frombuffer(metadata.to_json().encode(), dtype=np.uint8)
     model.buffers.append(buffer)
     entry = schema.MetadataT()
     entry.name, entry.buffer = METADATA_KEY, len(model.buffers) - 1
@@ -226,13 +227,15 @@ def _embed(path: Path, metadata: dict[str, Any]) -> None:
     path.write_bytes(builder.Output())
 
 
-def int8_scheme(method: str) -> dict[str, str]:
-    return {
-        "scheme": "PT2E: per-channel symmetric int8 weights, int8 activations; ReLU6 quantized after its clamp",
-        "float_layers": "first convolution, classifier, squeeze-excite branches",
-        "method": {"auto": "histogram (least quantization error)", "minmax": "minmax (global)"}.get(method, method),
-        "input_output": "float32 (the first convolution and the classifier are float)",
-    }
+def int8_scheme(method: str, target: Target) -> Quantization:
+    """The same for every target: XNNPACK's x86 int8 kernels sign-extend to 16 bits and multiply-add pairs
+    into 32 bits (VPMADDWD), with no saturating u8×s8 step, and ARM accumulates in 32 bits."""
+    return Quantization(
+        scheme="PT2E: per-channel symmetric int8 weights, int8 activations; ReLU6 quantized after its clamp",
+        float_layers="first convolution, classifier, squeeze-excite branches",
+        method={"auto": "histogram (least quantization error)", "minmax": "minmax (global)"}.get(method, method),
+        input_output="float32 (the first convolution and the classifier are float)",
+    )
 
 
 def count_ops(path: Path) -> dict[str, int]:

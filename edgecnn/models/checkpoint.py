@@ -21,6 +21,7 @@ from edgecnn.data.preprocessing import Preprocessing
 from edgecnn.errors import EdgeCNNError, WeightsError
 from edgecnn.models._registry import create_model, get_model_meta, get_model_spec
 from edgecnn.models._weights import IMAGENET, load_tensor_file
+from edgecnn.runtime.metadata import HeldOut
 
 CHECKPOINT_FORMAT = "edgecnn-checkpoint"
 SCHEMA_VERSION = 1
@@ -117,9 +118,9 @@ def resolve_model(
     return Checkpoint(None, built, {})
 
 
-def held_out_images(metadata: dict[str, Any] | None) -> dict[str, Any] | None:
+def held_out_images(metadata: dict[str, Any] | None) -> HeldOut | None:
     """Which images the model never trained on (source, fingerprint, test indices), for a fair ``eval``."""
     data = (metadata or {}).get("data")
     if not data:
         return None
-    return {"source": data["source"], "fingerprint": data["fingerprint"], "test_indices": data["split"]["test"]}
+    return HeldOut(data["source"], data["fingerprint"], tuple(data["split"]["test"]))

@@ -7,7 +7,6 @@ numpy and the runtime itself: they are what ``edgecnn bench --remote`` ships to 
 from __future__ import annotations
 
 import importlib
-import platform
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edgecnn.errors import EdgeCNNError
+from edgecnn.runtime.metadata import ArtifactMetadata
 
 METADATA_KEY = "edgecnn"  # the name under which every format stores edgecnn's metadata
 DEVICES = ("cpu", "gpu")
@@ -34,7 +34,7 @@ class Runner(Protocol):
     name: str
     version: str
     device: str
-    metadata: dict[str, Any]
+    metadata: ArtifactMetadata
     precision: str
     default_precision: str
     notes: list[str]
@@ -155,33 +155,10 @@ def pinned_precision_unsupported(runtime: str, precision: str | None) -> None:
         )
 
 
-def artifact_precision(metadata: dict[str, Any]) -> str:
-    return str(metadata.get("precision", "fp32"))
-
-
-#: x86 flags of the instructions that multiply u8×s8 and add in 32 bits, without a saturating 16-bit step
-VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
-
-
-def int8_saturates(flags: set[str] | None = None, machine: str | None = None) -> bool:
-    """Whether this CPU's int8 kernels add pairs of u8×s8 products in saturating 16-bit lanes
-    (VPMADDUBSW): x86 without VNNI. ``flags`` and ``machine`` default to this machine's."""
-    machine = platform.machine() if machine is None else machine
-    flags = cpu_flags() if flags is None else flags
-    return machine.lower() in ("x86_64", "amd64", "i686", "x86") and not flags & VNNI_FLAGS
-
-
 def sidecar_path(artifact: Path) -> Path:
     """The JSON beside an artifact: its metadata and export report. Named after the whole file name, so the
     ONNX, OpenVINO and TFLite artifacts of one model in one folder keep one each."""
     return artifact.with_name(f"{artifact.name}.json")
-
-
-def exporting_cpu_choice() -> str:
-    """Why a CPU-dependent int8 setting (7-bit weights or not) was chosen, for the artifact's metadata."""
-    if int8_saturates():
-        return "the exporting CPU: x86 without VNNI (u8×s8 pairs saturate in 16 bits)"
-    return "the exporting CPU: no saturating u8×s8 step (VNNI or not x86)"
 
 
 def cpu_flags() -> set[str]:

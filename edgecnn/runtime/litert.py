@@ -7,7 +7,7 @@ so callers always pass float images.
 
 from __future__ import annotations
 
-import json
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from edgecnn.errors import EdgeCNNError
-from edgecnn.runtime.base import METADATA_KEY, artifact_precision, load_error, pinned_precision_unsupported
+from edgecnn.runtime.base import METADATA_KEY, load_error, pinned_precision_unsupported
+from edgecnn.runtime.metadata import ArtifactMetadata
 
 INTERPRETERS = (
     ("ai-edge-litert", "ai_edge_litert.interpreter"),
@@ -48,26 +49,32 @@ def _distribution_version(package: str) -> str:
         return "unknown"
 
 
-def read_metadata(path: Path) -> dict[str, Any]:
-    """edgecnn's metadata entry, read with the flatbuffer schema that ai-edge-litert ships ({} without it)."""
+def read_metadata(path: Path) -> ArtifactMetadata:
+    """edgecnn's metadata entry, read with the flatbuffer schema that ai-edge-litert ships (empty without it)."""
     try:
         from ai_edge_litert import schema_py_generated as schema
     except ImportError:  # tflite-runtime has no schema module; remote runs get the metadata from the host
-        return {}
+        return ArtifactMetadata()
     model = schema.Model.GetRootAsModel(path.read_bytes(), 0)
     for index in range(model.MetadataLength()):
         entry = model.Metadata(index)
         if entry.Name() == METADATA_KEY.encode():
-            return json.loads(model.Buffers(entry.Buffer()).DataAsNumpy().tobytes())
-    return {}
+            return ArtifactMetadata.from_json(model.Buffers(entry.Buffer()).DataAsNumpy().tobytes().decode())
+    return ArtifactMetadata()
 
 
 class LiteRtRunner:
     name = "litert"
 
     def __init__(
-        self, path: Path, threads: int | None = None, device: str = "cpu", precision: str | None = None
+        self,
+        path: Path,
+        threads: int | None = None,
+        device: str = "cpu",
+        precision: str | None = None,
+        preserve_all_tensors: bool = False,
     ) -> None:
+        """``preserve_all_tensors`` keeps every intermediate tensor readable (and so runs without XNNPACK)."""
         if device != "cpu":
             raise EdgeCNNError("the LiteRT runner runs on CPU (XNNPACK); no GPU delegate ships for this platform")
         pinned_precision_unsupported(self.name, precision)
@@ -75,19 +82,24 @@ class LiteRtRunner:
         self.device = device
         self.path = path
         self.threads = threads
+        self._preserve = {"experimental_preserve_all_tensors": True} if preserve_all_tensors else {}
         self.interpreter = self._new_interpreter()
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         self.input_shape: list[int | None] = [int(d) for d in self.input["shape"]]
-        self.metadata: dict[str, Any] = read_metadata(path)
-        self.precision = artifact_precision(self.metadata) if self.metadata else _stored_precision(self.interpreter)
+        self.metadata = read_metadata(path)
+        self.precision = self.metadata.precision if self.metadata.known else _stored_precision(self.interpreter)
         self.default_precision = self.precision
         self.notes: list[str] = _delegate_notes(self.interpreter)
         self._bound = False
 
     def _new_interpreter(self) -> Any:
         try:
-            interpreter = self._interpreter_class(model_path=str(self.path), num_threads=self.threads)
+            with warnings.catch_warnings():  # asked for: the "for debugging purposes only" warning says nothing new
+                warnings.filterwarnings("ignore", "Warning: Enabling `experimental_preserve_all_tensors`")
+                interpreter = self._interpreter_class(
+                    model_path=str(self.path), num_threads=self.threads, **self._preserve
+                )
             interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise load_error(self.name, self.path, exc) from exc

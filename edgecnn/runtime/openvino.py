@@ -6,7 +6,6 @@ runner reports the precision that really ran (``INFERENCE_PRECISION_HINT`` after
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,15 +13,16 @@ from typing import Any
 import numpy as np
 
 from edgecnn.errors import EdgeCNNError
-from edgecnn.runtime.base import METADATA_KEY, artifact_precision, import_runtime, load_error
+from edgecnn.runtime.base import METADATA_KEY, import_runtime, load_error
+from edgecnn.runtime.metadata import ArtifactMetadata
 
 OPENVINO_PRECISION = {"f32": "f32", "bf16": "bf16", "fp16": "f16"}
 
 
-def read_metadata(model: Any) -> dict[str, Any]:
+def read_metadata(model: Any) -> ArtifactMetadata:
     if not model.has_rt_info([METADATA_KEY]):
-        return {}
-    return json.loads(model.get_rt_info([METADATA_KEY]).astype(str))
+        return ArtifactMetadata()
+    return ArtifactMetadata.from_json(model.get_rt_info([METADATA_KEY]).astype(str))
 
 
 def _precision_name(hint: Any) -> str:
@@ -56,12 +56,12 @@ class OpenVinoRunner:
             self.compiled = core.compile_model(model, target, config)
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses for bad files
             raise load_error(self.name, path, exc) from exc
-        self.metadata: dict[str, Any] = read_metadata(model)
+        self.metadata = read_metadata(model)
         #: the precision OpenVINO computes the non-int8 parts in (it may pick bf16 for an fp32 model)
         self.inference_precision = _precision_name(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
         #: what the device computes in when nothing is pinned (bf16 on CPUs with AVX512-BF16 or AMX)
         default = _precision_name(core.get_property(target, "INFERENCE_PRECISION_HINT"))
-        stored = artifact_precision(self.metadata)
+        stored = self.metadata.precision
         self.precision = f"int8+{self.inference_precision}" if stored == "int8" else self.inference_precision
         self.default_precision = f"int8+{default}" if stored == "int8" else default
         self.notes: list[str] = []

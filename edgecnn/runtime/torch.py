@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -12,6 +11,7 @@ import torch
 from edgecnn.errors import EdgeCNNError
 from edgecnn.models._registry import get_model_meta
 from edgecnn.models.checkpoint import held_out_images, load_checkpoint
+from edgecnn.runtime.metadata import ArtifactMetadata
 
 TORCH_DTYPES = {None: torch.float32, "f32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -35,13 +35,12 @@ class TorchRunner:
         meta = get_model_meta(checkpoint.model)
         self.precision = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self._dtype]
         self.default_precision = "fp32"
-        self.metadata: dict[str, Any] = {
-            "model": meta.name,
-            "classes": meta.class_names,
-            "preprocessing": meta.preprocessing.to_dict(),
-            "precision": "fp32",
-            "held_out": held_out_images(checkpoint.metadata),
-        }
+        self.metadata = ArtifactMetadata(
+            model=meta.name,
+            classes=tuple(meta.class_names),
+            preprocessing=meta.preprocessing.to_dict(),
+            held_out=held_out_images(checkpoint.metadata),
+        )
         self.notes: list[str] = []
         self.input_shape: list[int | None] = [None, *meta.preprocessing.input_shape]
 
