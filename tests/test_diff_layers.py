@@ -124,6 +124,12 @@ def test_landmarks_and_sqnr():
     reference = np.array([3.0, 4.0])
     assert sqnr_db(reference, reference) == 200.0
     assert sqnr_db(reference, reference * 1.1) == pytest.approx(20.0)
-    layers = [LayerError(name, db, 0.0) for name, db in (("a", 200.0), ("b", 40.0), ("c", 35.0), ("d", 12.0))]
-    assert _landmarks(layers) == ("b", "d")  # float → int8 is where quantization starts, not a divergence
-    assert _landmarks(layers[:3]) == ("b", None)
+
+    def layers(*sqnr: float) -> list[LayerError]:
+        return [LayerError(f"layer{k}", db, 0.0) for k, db in enumerate(sqnr)]
+
+    assert _landmarks(layers(200, 40, 35, 12)) == ("layer1", "layer3")  # float → int8 starts, does not diverge
+    assert _landmarks(layers(200, 40, 35, 30)) == ("layer1", None)  # a slow decline
+    assert _landmarks(layers(40, 28, 35, 20, 33, 19)) == ("layer0", "layer1")  # after one dip, its kind is known
+    assert _landmarks(layers(38, 35, 36, 26, 34, 25)) == ("layer0", None)
+    assert _landmarks(layers(200, 150)) == (None, None)

@@ -10,8 +10,8 @@ do not match is reported as such, not compared.
 
 Error per layer is the SQNR of the artifact's tensor against PyTorch's, in dB: it stays high (over
 ``FLOAT_DB``) through layers that compute in float, falls where quantization starts and then declines
-slowly with depth. ``first_divergence`` is the first layer that falls ``JUMP_DB`` or more below the layer
-before it once quantization noise is present: a layer that adds much more error than the ones before.
+slowly with depth. ``first_divergence`` is the first layer that falls ``JUMP_DB`` or more below every
+quantized layer before it: one layer that adds much more error than any before it.
 
 Outputs are added to a copy of each graph, which can keep a runtime from fusing what it fuses without them
 (onnxruntime then runs a quantized Conv in float on its dequantized inputs): the error is the
@@ -20,7 +20,6 @@ quantization's, not a kernel's own rounding or saturation — ``diff`` without `
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -271,11 +270,18 @@ def trace(path: Path, images: np.ndarray, names: list[str], reference: list[np.n
 
 
 def _landmarks(layers: list[LayerError]) -> tuple[str | None, str | None]:
-    first_quantized = next((layer.layer for layer in layers if layer.sqnr_db < FLOAT_DB), None)
-    for before, layer in itertools.pairwise(layers):
-        if before.sqnr_db < FLOAT_DB and layer.sqnr_db <= before.sqnr_db - JUMP_DB:
-            return first_quantized, layer.layer
-    return first_quantized, None
+    """The first layer under ``FLOAT_DB``, and the first after it ``JUMP_DB`` under every layer before it:
+    error that a layer adds at once, not the slow decline with depth (nor a dip that layers of one kind
+    share, such as the linear projections of inverted residual blocks, once the first has been seen)."""
+    quantized = [layer for layer in layers if layer.sqnr_db < FLOAT_DB]
+    if not quantized:
+        return None, None
+    lowest = quantized[0].sqnr_db
+    for layer in quantized[1:]:
+        if layer.sqnr_db <= lowest - JUMP_DB:
+            return quantized[0].layer, layer.layer
+        lowest = min(lowest, layer.sqnr_db)
+    return quantized[0].layer, None
 
 
 def plot(traces: list[LayerTrace], path: Path) -> Path:
@@ -288,15 +294,27 @@ def plot(traces: list[LayerTrace], path: Path) -> Path:
     from edgecnn._io import atomic_path
 
     figure, axes = plt.subplots(figsize=(9, 4.5), layout="constrained")
+    ceiling = FLOAT_DB + 5  # layers that compute in float are drawn here, so the int8 range stays legible
+    lowest = FLOAT_DB
     for item in traces:
         if not item.layers:
             continue
-        values = [min(layer.sqnr_db, 2 * FLOAT_DB) for layer in item.layers]  # float-exact layers off the top
-        axes.plot(range(len(values)), values, marker="o", markersize=3, label=Path(item.artifact).name)
+        values = [min(layer.sqnr_db, ceiling) for layer in item.layers]
+        lowest = min(lowest, *values)
+        (line,) = axes.plot(range(len(values)), values, marker="o", markersize=3, label=Path(item.artifact).name)
+        names = [layer.layer for layer in item.layers]
+        if item.first_divergence:
+            at = names.index(item.first_divergence)
+            axes.plot(at, values[at], marker="X", markersize=11, color=line.get_color(), linestyle="none")
     axes.axhline(FLOAT_DB, color="grey", linewidth=0.8, linestyle=":")
+    label = f"computes in float (≥ {FLOAT_DB:g} dB)"
+    axes.text(
+        0.99, FLOAT_DB + 1, label, color="grey", fontsize="small", ha="right", transform=axes.get_yaxis_transform()
+    )
+    axes.set_ylim(max(lowest - 5, -LIMIT_DB), ceiling + 5)
     axes.set_xlabel("layer (convolution or fully connected, in execution order)")
     axes.set_ylabel("SQNR against PyTorch fp32 (dB)")
-    axes.set_title("Where the error comes from: each layer's output against the fp32 model")
+    axes.set_title("Each layer's output against the fp32 model (X: first divergence)")
     axes.legend(fontsize="small")
     axes.grid(alpha=0.3)
     with atomic_path(path) as temporary:
