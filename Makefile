@@ -30,13 +30,16 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix edgecnn tests benchmarks
 
 # What the tests need from Debian, installed when missing: a real OpenSSH server (the remote-benchmark
-# tests start one on 127.0.0.1), Fashion-MNIST's 70,000 images (the gate and the data tests) and qemu's
-# user-mode emulators (int8 artifacts run on an emulated CPU of another kind).
+# tests start one on 127.0.0.1), Fashion-MNIST's 70,000 images (the gate and the data tests), qemu's
+# user-mode emulators (int8 artifacts run on an emulated CPU of another kind) and apt's arm64 package
+# lists (`edgecnn verify --arch aarch64` unpacks an arm64 Python from them; nothing arm64 is installed).
 SYSTEM_PACKAGES := openssh-server dataset-fashion-mnist qemu-user-static
 system-packages:
-	@test -x /usr/sbin/sshd -a -d /usr/share/datasets/fashion-mnist -a -x /usr/bin/qemu-x86_64-static || { \
+	@test -x /usr/sbin/sshd -a -d /usr/share/datasets/fashion-mnist -a -x /usr/bin/qemu-x86_64-static \
+		-a -n "$$(dpkg --print-foreign-architectures | grep -x arm64)" || { \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES); }
+		$$SUDO dpkg --add-architecture arm64 && $$SUDO apt-get update -qq && \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES); }
 
 # The project's own CI gate: ResNet18 trained on Fashion-MNIST, int8 in three formats, gated on the
 # 10,000 test images at <= 0.5 point and >= 99% agreement, from scratch (--force: no result of older code

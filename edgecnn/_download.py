@@ -19,6 +19,11 @@ from edgecnn.errors import EdgeCNNError
 _CHUNK = 1 << 20
 
 
+def cache_dir() -> Path:
+    """edgecnn's cache: ``$XDG_CACHE_HOME/edgecnn``, else ``~/.cache/edgecnn``."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgecnn"
+
+
 class DownloadError(EdgeCNNError):
     """A file that could not be downloaded or did not match its published hash."""
 

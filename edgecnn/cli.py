@@ -619,6 +619,62 @@ def diff_command(
         console.print(str(path), highlight=False)
 
 
+@app.command("verify")
+def verify_command(
+    artifacts: ArtifactsArgument,
+    data: Annotated[str, typer.Option(help=f"{DATA_NAMES} or an image folder: the images both sides run on.")],
+    arch: Annotated[str, typer.Option(help="The board's architecture (aarch64).")] = "aarch64",
+    cpu: Annotated[
+        str,
+        typer.Option(help="The core qemu emulates: cortex-a72 (Raspberry Pi 4), cortex-a76 (Pi 5), cortex-a53 (Pi 3)."),
+    ] = "cortex-a72",
+    interpreter: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="The board's interpreter as NAME==VERSION, once per format: ai-edge-litert (default 1.4.0, the newest "
+            "with aarch64 Linux wheels) or tflite-runtime for .tflite, onnxruntime and openvino (default: this "
+            "machine's versions)."
+        ),
+    ] = None,
+    images: Annotated[int, typer.Option(min=1, help="Images to compare on (the first of the set).")] = 32,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run artifacts as an ARM board would, before they ship: under qemu user-mode emulation, in the board's
+    own interpreter (aarch64 wheels from PyPI, Python from Debian's arm64 packages, built once into the
+    cache), against the same artifacts on this machine. Says whether each loads, the runtime's words when
+    it does not, and how far its outputs are from this machine's. Timings under emulation mean nothing.
+
+    Exit code 0 when every artifact runs and matches (within 1e-4 of the logits' range for fp32, 2e-3 for int8),
+    1 otherwise."""
+    from edgecnn.bench.emulated import VerifyConfig, verify
+
+    config = VerifyConfig(artifacts, data, arch=arch, cpu=cpu, interpreters=interpreter or [], images=images)
+    with err_console.status("preparing the emulated board") as status:
+        result = verify(config, progress=lambda message: status.update(message))
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2))
+        raise typer.Exit(result.exit_code)
+    table = Table(
+        title=f"emulated {result.arch} {result.cpu} against this machine, {result.images} images",
+        caption=result.data,
+        box=box.SIMPLE_HEAD,
+    )
+    table.add_column("artifact", no_wrap=True)
+    table.add_column("interpreter (computed in)")
+    for column in ("max |Δ|/range", "agree", "verdict"):
+        table.add_column(column, justify="right", no_wrap=True)
+    marks = {"ok": "[green]ok[/green]", "differs": "[red]DIFFERS[/red]", "failed": "[red]FAILED[/red]"}
+    for v in result.verdicts:
+        compared = v.top1_agreement is not None and v.max_abs_diff_over_range is not None
+        figures = [f"{v.max_abs_diff_over_range:.1e}", f"{v.top1_agreement:.1f}%"] if compared else ["–", "–"]
+        where = f"{v.interpreter} ({v.computed_in})" if v.computed_in else v.interpreter
+        table.add_row(Path(v.artifact).name, where, *figures, marks[v.status])
+    console.print(table)
+    for v in result.verdicts:
+        console.print(f"  {Path(v.artifact).name}: {v.reason}", highlight=False, markup=False)
+    raise typer.Exit(result.exit_code)
+
+
 @app.command("check")
 def check_command(
     candidates: Annotated[

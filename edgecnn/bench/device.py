@@ -179,6 +179,49 @@ def _result(job: Job, entry: _Loaded, times: list[float], base: Path) -> dict[st
     return result
 
 
+@dataclass
+class OutputsJob:
+    """Run each artifact on its inputs and keep its outputs: a correctness check, nothing timed. What
+    ``edgecnn verify`` runs under emulation, where loading can fail per artifact (an op the interpreter
+    lacks) and that is the answer, not an error of the whole job."""
+
+    artifacts: list[ArtifactJob]  # each with ``inputs``; its outputs go to outputs_<index>.npy
+    precision: str | None = None  # pinned where the runtime chooses its own (OpenVINO: f32)
+    kind: str = "outputs"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> OutputsJob:
+        return cls([ArtifactJob(**item) for item in data["artifacts"]], data.get("precision"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_outputs(job: OutputsJob, base: Path = Path(".")) -> dict[str, Any]:
+    results = []
+    for index, item in enumerate(job.artifacts):
+        result: dict[str, Any] = {"artifact": Path(item.path).name, "loaded": False, "error": None}
+        try:
+            runner = open_runner(base / item.path, 1, item.runtime, precision=job.precision)
+            result.update(
+                loaded=True,
+                runtime=runner.name,
+                runtime_version=runner.version,
+                interpreter=getattr(runner, "interpreter_package", None),
+                precision=runner.precision,
+            )
+            images = np.load(base / str(item.inputs))
+            batch = runner.metadata.fixed_batch or 1
+            outputs = f"outputs_{index}.npy"
+            np.save(base / outputs, run_in_batches(runner, images, batch))
+            result["outputs"] = outputs
+        except Exception as exc:  # the answer for this artifact: the runtime's own words, in one line
+            lines = str(exc).strip().splitlines()
+            result["error"] = lines[0] if lines else type(exc).__name__
+        results.append(result)
+    return {"schema_version": SCHEMA_VERSION, "environment": environment(1), "results": results}
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python3 runner.pyz job.json``: print the result as JSON, or ``{"error": …}`` with exit code 1."""
     args = sys.argv[1:] if argv is None else argv
@@ -187,8 +230,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     job_path = Path(args[0])
     try:
-        job = Job.from_dict(json.loads(job_path.read_text()))
-        print(json.dumps(run_job(job, job_path.parent)))
+        data = json.loads(job_path.read_text())
+        if data.get("kind") == "outputs":
+            print(json.dumps(run_outputs(OutputsJob.from_dict(data), job_path.parent)))
+        else:
+            print(json.dumps(run_job(Job.from_dict(data), job_path.parent)))
     except EdgeCNNError as exc:
         print(json.dumps({"error": str(exc)}))
         return 1

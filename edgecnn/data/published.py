@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from edgecnn._download import DownloadError, Expected, download
+from edgecnn._download import DownloadError, Expected, cache_dir, download
 from edgecnn.data.datasets import DataError, ImageSource, ScannedImages, ScannedSource
 
 FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
@@ -111,7 +111,7 @@ def data_dir() -> Path:
     configured = os.environ.get("EDGECNN_DATA_DIR")
     if configured:
         return Path(configured).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgecnn" / "data"
+    return cache_dir() / "data"
 
 
 def open_published(name: str, progress: bool = True) -> ImageSource:
