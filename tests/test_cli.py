@@ -116,3 +116,31 @@ def test_a_ctrl_c_that_python_ignores_is_still_an_interrupt():
     result = subprocess.run([sys.executable, "-c", _SWALLOWED_CTRL_C], capture_output=True, text=True, timeout=120)
     assert "Exception ignored" in result.stderr and "KeyboardInterrupt" in result.stderr
     assert result.stdout.split() == ["went", "on", "interrupted"]
+
+
+#: third-party log lines that must not reach a user's terminal (their own logs, not edgecnn's)
+THIRD_PARTY_NOISE = ("XNNPACK", "oneDNN", "absl", "_pytree", "TensorFlow", "INFO:", "FutureWarning", "nncf")
+
+
+def test_export_and_bench_print_only_edgecnn_lines(trained_lenet, tmp_path):
+    exported = run_cli("export", str(trained_lenet), "--int8", "--calib-size", "16", "--output", str(tmp_path))
+    assert exported.returncode == 0, exported.stderr
+    artifacts = [str(tmp_path / f"lenet5_{p}.{s}") for p in ("fp32", "int8") for s in ("onnx", "xml", "tflite")]
+    measured = run_cli("bench", *artifacts, "--runs", "5", "--data", "digits")
+    assert measured.returncode == 0, measured.stderr
+    for done in (exported, measured):
+        noise = [line for line in done.stderr.splitlines() if any(word in line for word in THIRD_PARTY_NOISE)]
+        assert not noise, noise
+
+
+def test_the_native_log_filter_keeps_what_is_not_noise():
+    script = (
+        "import os\n"
+        "from edgecnn.runtime.litert import NATIVE_NOISE, native_log_without\n"
+        "with native_log_without(NATIVE_NOISE):\n"
+        "    os.write(2, (NATIVE_NOISE[0] + '\\nERROR: Didn\\'t find op for builtin opcode\\n').encode())\n"
+        "print('done')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.stdout == "done\n"
+    assert done.stderr == "ERROR: Didn't find op for builtin opcode\n"

@@ -7,8 +7,12 @@ so callers always pass float images.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -95,12 +99,13 @@ class LiteRtRunner:
 
     def _new_interpreter(self) -> Any:
         try:
-            with warnings.catch_warnings():  # asked for: the "for debugging purposes only" warning says nothing new
+            # asked for: the "for debugging purposes only" warning says nothing new
+            with native_log_without(NATIVE_NOISE), warnings.catch_warnings():
                 warnings.filterwarnings("ignore", "Warning: Enabling `experimental_preserve_all_tensors`")
                 interpreter = self._interpreter_class(
                     model_path=str(self.path), num_threads=self.threads, **self._preserve
                 )
-            interpreter.allocate_tensors()
+                interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise load_error(self.name, self.path, exc) from exc
         return interpreter
@@ -135,6 +140,36 @@ class LiteRtRunner:
         self._bound = True
         self._to_input(interpreter, batch)
         return interpreter.invoke
+
+
+#: what the interpreter's C++ side logs that is for no user: it says so once per process, on every load
+NATIVE_NOISE = ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",)
+
+
+@contextlib.contextmanager
+def native_log_without(noise: tuple[str, ...]) -> Iterator[None]:
+    """The runtime's C++ log goes to file descriptor 2, past Python's ``sys.stderr``: catch it there and
+    pass on every line but ``noise`` (errors and warnings still reach the user, after the block)."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # no file behind sys.stderr: nothing native to catch
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), fd)
+        try:
+            yield
+        finally:
+            os.dup2(saved, fd)
+            os.close(saved)
+            sink.seek(0)
+            lines = sink.read().decode(errors="replace").splitlines(keepends=True)
+            kept = "".join(line for line in lines if line.strip() not in noise)
+            if kept:
+                sys.stderr.write(kept)
+                sys.stderr.flush()
 
 
 def _stored_precision(interpreter: Any) -> str:
