@@ -51,7 +51,7 @@ def main() -> None:
             "layers": len(item.layers),
             "first_quantized": item.first_quantized,
             "first_divergence": item.first_divergence,
-            "lowest_sqnr_db": round(min(layer.sqnr_db for layer in item.layers), 1) if item.layers else None,
+            "lowest_sqnr_db": round(item.lowest.sqnr_db, 1) if item.lowest else None,
             "last_layer_sqnr_db": round(item.layers[-1].sqnr_db, 1) if item.layers else None,
             "error": item.error,
         }

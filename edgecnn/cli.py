@@ -607,12 +607,11 @@ def diff_command(
             if item.error:
                 traced.add_row(Path(item.artifact).name, item.error, "", "")
                 continue
-            lowest = min(item.layers, key=lambda layer: layer.sqnr_db)
             traced.add_row(
                 Path(item.artifact).name,
                 item.first_quantized or "–",
                 item.first_divergence or "–",
-                f"{lowest.sqnr_db:.1f} dB ({lowest.layer})",
+                item.lowest_text(),
             )
         console.print(traced)
     for path in written:

@@ -25,7 +25,7 @@ from edgecnn.models import create_model, get_model_meta
 from edgecnn.models.checkpoint import save_checkpoint
 from edgecnn.runtime import ArtifactMetadata, open_runner
 from edgecnn.runtime.base import sidecar_path
-from edgecnn.runtime.targets import int8_saturates
+from edgecnn.runtime.targets import this_cpu
 from edgecnn.train import TrainConfig, train
 
 
@@ -376,10 +376,10 @@ def test_cli_export_prints_the_verification_table(trained_lenet, tmp_path):
 
 
 def test_int8_saturates_on_x86_without_vnni_only():
-    assert int8_saturates({"avx2", "fma"}, "x86_64")
-    assert not int8_saturates({"avx2", "avx512_vnni"}, "x86_64")
-    assert not int8_saturates({"avx2", "avx_vnni"}, "AMD64")
-    assert not int8_saturates({"asimd"}, "aarch64")  # ARM's int8 dot products accumulate in 32 bits
+    assert this_cpu({"avx2", "fma"}, "x86_64").saturates
+    assert not this_cpu({"avx2", "avx512_vnni"}, "x86_64").saturates
+    assert not this_cpu({"avx2", "avx_vnni"}, "AMD64").saturates
+    assert not this_cpu({"asimd"}, "aarch64").saturates  # ARM's int8 dot products accumulate in 32 bits
 
 
 def test_an_unknown_target_is_refused_before_any_work(trained_lenet, tmp_path):

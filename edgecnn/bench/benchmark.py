@@ -127,6 +127,11 @@ def artifact_metadata(path: Path, runtime: str = "auto") -> ArtifactMetadata:
     return metadata
 
 
+def images_key(metadata: ArtifactMetadata) -> str:
+    """What ``eval_images`` prepares depends on: artifacts with equal keys get the same images."""
+    return json.dumps([metadata.preprocessing, metadata.classes, metadata.held_out], default=vars, sort_keys=True)
+
+
 @dataclass
 class EvalImages:
     images: np.ndarray
@@ -264,9 +269,7 @@ def _stage(config: BenchConfig, scratch: Path) -> tuple[dict[str, Path], list[Ar
         metadata = artifact_metadata(path, config.runtime) if (config.data or remote) else None
         inputs = labels = None
         if config.data and metadata is not None:
-            key = json.dumps(
-                [metadata.preprocessing, metadata.classes, metadata.held_out], default=vars, sort_keys=True
-            )
+            key = images_key(metadata)
             if key not in prepared:
                 data = eval_images(config.data, metadata)
                 number = len(prepared)

@@ -21,6 +21,7 @@ from edgecnn._io import atomic_path, write_json
 from edgecnn.bench.benchmark import Predictions, predict
 from edgecnn.bench.layers import LayerTrace, plot, reference_taps, trace
 from edgecnn.errors import EdgeCNNError
+from edgecnn.export.pipeline import top1_accuracy
 
 SCHEMA_VERSION = 1
 SHOWN_DISAGREEMENTS = 10  # per pair in the table and the Markdown; the JSON keeps them all
@@ -144,7 +145,7 @@ def diff(config: DiffConfig, progress: Any = None) -> DiffReport:
                 f"{path.name} gives {run.logits.shape[1]} outputs, {config.artifacts[0].name} {first.logits.shape[1]}"
             )
     sides = [
-        Side(str(path), run.runner.name, run.runner.precision, _top1(run))
+        Side(str(path), run.runner.name, run.runner.precision, top1_accuracy(run.logits, run.images.labels))
         for path, run in zip(config.artifacts, runs, strict=True)
     ]
     pairs = [compare_pair(i, j, runs[i], runs[j]) for i in range(len(runs)) for j in range(i + 1, len(runs))]
@@ -173,11 +174,6 @@ def _layer_traces(config: DiffConfig, runs: list[Predictions], progress: Any) ->
             continue
         traces.append(trace(path, images, names, reference))
     return traces
-
-
-def _top1(run: Predictions) -> float | None:
-    labels = run.images.labels
-    return None if labels is None else float((run.logits.argmax(1) == labels).mean() * 100)
 
 
 def markdown(report: DiffReport) -> str:
@@ -233,10 +229,8 @@ def _layer_markdown(report: DiffReport) -> list[str]:
         if item.error:
             lines.append(f"| {name} | {item.error} | | |")
             continue
-        lowest = min(item.layers, key=lambda layer: layer.sqnr_db)
         lines.append(
-            f"| {name} | {item.first_quantized or '–'} | {item.first_divergence or '–'} "
-            f"| {lowest.sqnr_db:.1f} ({lowest.layer}) |"
+            f"| {name} | {item.first_quantized or '–'} | {item.first_divergence or '–'} | {item.lowest_text()} |"
         )
     traced = [item for item in report.layers if item.layers]
     if traced:

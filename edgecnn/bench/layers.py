@@ -62,6 +62,15 @@ class LayerTrace:
     first_divergence: str | None  # the first layer JUMP_DB under the one before it, after quantization starts
     error: str | None = None  # why its layers could not be matched
 
+    @property
+    def lowest(self) -> LayerError | None:
+        """The layer with the lowest SQNR."""
+        return min(self.layers, key=lambda layer: layer.sqnr_db, default=None)
+
+    def lowest_text(self) -> str:
+        lowest = self.lowest
+        return "–" if lowest is None else f"{lowest.sqnr_db:.1f} dB ({lowest.layer})"
+
 
 def sqnr_db(reference: np.ndarray, values: np.ndarray) -> float:
     """Signal to noise in dB, within ±``LIMIT_DB`` (identical tensors, all-zero references) so JSON can hold it."""
@@ -177,25 +186,20 @@ def _constant(node: object) -> bool:
 def _tflite_taps(path: Path, images: np.ndarray) -> list[Tap]:
     from ai_edge_litert import schema_py_generated as schema
 
+    from edgecnn.export.tflite import operators
     from edgecnn.runtime.litert import LiteRtRunner
 
-    model = schema.Model.GetRootAsModel(path.read_bytes(), 0)
-    codes = {value: name for name, value in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
     fused = {getattr(schema.ActivationFunctionType, name): name.lower() for name in ("RELU", "RELU6", "RELU_N1_TO_1")}
-    graph = model.Subgraphs(0)
+    options_of = {
+        "CONV_2D": schema.Conv2DOptions,
+        "DEPTHWISE_CONV_2D": schema.DepthwiseConv2DOptions,
+        "FULLY_CONNECTED": schema.FullyConnectedOptions,
+    }
     layers: list[tuple[int, str | None]] = []
-    for index in range(graph.OperatorsLength()):
-        op = graph.Operators(index)
-        code = model.OperatorCodes(op.OpcodeIndex())
-        kind = codes.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()))
-        options_class = {
-            "CONV_2D": schema.Conv2DOptions,
-            "DEPTHWISE_CONV_2D": schema.DepthwiseConv2DOptions,
-            "FULLY_CONNECTED": schema.FullyConnectedOptions,
-        }.get(str(kind))
-        if options_class is None:
+    for kind, op in operators(path):
+        if kind not in options_of:
             continue
-        options = options_class()
+        options = options_of[kind]()
         table = op.BuiltinOptions()
         activation = None
         if table is not None:

@@ -240,6 +240,15 @@ def int8_scheme(method: str, target: Target) -> Quantization:
 
 def count_ops(path: Path) -> dict[str, int]:
     """Builtin operator types, one count per use (QUANTIZE and int8 convolutions prove an int8 model)."""
+    counts: dict[str, int] = {}
+    for name, _ in operators(path):
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def operators(path: Path) -> list[tuple[str, Any]]:
+    """The main graph's operators in execution order: each one's builtin name (``CUSTOM`` for others) and
+    its flatbuffer ``Operator``."""
     from ai_edge_litert import schema_py_generated as schema
 
     model = schema.Model.GetRootAsModel(path.read_bytes(), 0)
@@ -248,9 +257,5 @@ def count_ops(path: Path) -> dict[str, int]:
     for index in range(model.OperatorCodesLength()):
         code = model.OperatorCodes(index)
         codes.append(names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "CUSTOM"))
-    counts: dict[str, int] = {}
     graph = model.Subgraphs(0)
-    for index in range(graph.OperatorsLength()):
-        name = codes[graph.Operators(index).OpcodeIndex()]
-        counts[name] = counts.get(name, 0) + 1
-    return counts
+    return [(codes[op.OpcodeIndex()], op) for op in map(graph.Operators, range(graph.OperatorsLength()))]

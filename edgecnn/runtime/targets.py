@@ -82,11 +82,6 @@ def resolve_target(name: str) -> Target:
     return TARGETS[name]
 
 
-def int8_saturates(flags: set[str] | None = None, machine: str | None = None) -> bool:
-    """Whether this CPU's int8 kernels add pairs of u8×s8 products in saturating 16-bit lanes."""
-    return this_cpu(flags, machine).saturates
-
-
 def target_mismatch(metadata: ArtifactMetadata, runtime: str, here: Target | None = None) -> str | None:
     """What running the artifact ``metadata`` describes in ``runtime`` on this CPU (``here``) means, or None
     when it was made for a CPU like this one (or records no target)."""
