@@ -24,9 +24,10 @@ import time
 from pathlib import Path
 
 import torch
+from _provenance import provenance
 from torch import nn
 
-from edgecnn import __version__
+from edgecnn._io import write_json
 from edgecnn.data.datasets import open_source, preprocess_images
 from edgecnn.models import create_model, get_model_meta
 from edgecnn.models.checkpoint import save_checkpoint
@@ -53,10 +54,7 @@ def main() -> None:
         "meets_target": median <= LIMIT_S,
         "conversion_seconds": runs[0]["conversion_seconds"],
     }
-    RESULTS.write_text(
-        json.dumps({"schema_version": 1, "benchmark": "export_time", "edgecnn_version": __version__, **row}, indent=2)
-        + "\n"
-    )
+    write_json(RESULTS, {**provenance("export_time"), **row})
     print(json.dumps(row, indent=2))
 
 

@@ -28,7 +28,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the loopback sshd helper lives in tests/
 
-from edgecnn import __version__
+from _provenance import provenance
+
+from edgecnn._io import write_json
 from edgecnn.bench.benchmark import BenchConfig, artifact_metadata, bench
 from edgecnn.bench.measure import latency_stats
 from edgecnn.bench.remote import RUNNER_NAME, runner_archive
@@ -175,19 +177,8 @@ def main() -> None:
     print("overhead", rows["overhead_onnxruntime_int8"], flush=True)
     rows["remote_litert_int8"] = remote_against_local(args.artifacts / "mobilenet_v2_int8.tflite", REMOTE_RUNS)
     print("remote", rows["remote_litert_int8"], flush=True)
-    RESULTS.write_text(
-        json.dumps(
-            {
-                "schema_version": 1,
-                "benchmark": "fidelity",
-                "edgecnn_version": __version__,
-                "runs": args.runs,
-                "remote_runs": REMOTE_RUNS,
-                "rows": rows,
-            },
-            indent=2,
-        )
-        + "\n"
+    write_json(
+        RESULTS, {**provenance("fidelity", threads=1), "runs": args.runs, "remote_runs": REMOTE_RUNS, "rows": rows}
     )
 
 

@@ -26,8 +26,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _provenance import provenance
 
-from edgecnn import __version__, create_model
+from edgecnn import create_model
+from edgecnn._io import write_json
 from edgecnn.bench.benchmark import BenchConfig, bench
 from edgecnn.data.datasets import DigitsSource, balanced_sample, preprocess_images
 from edgecnn.models import get_model_meta
@@ -144,21 +146,7 @@ def main() -> None:
                 }
             )
             print(json.dumps(rows[-1]), flush=True)
-    environment = report.hosts[0].environment
-    RESULTS.write_text(
-        json.dumps(
-            {
-                "schema_version": 1,
-                "benchmark": "int8_latency",
-                "edgecnn_version": __version__,
-                "environment": environment,
-                "runs": args.runs,
-                "rows": rows,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
+    write_json(RESULTS, {**provenance("int8_latency", threads=1), "runs": args.runs, "rows": rows})
     print("\n| model | runtime | edgecnn int8 | by hand int8 | ratio | edgecnn fp32 | PyTorch eager |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:

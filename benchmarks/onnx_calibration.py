@@ -21,8 +21,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _provenance import provenance
 
-from edgecnn import __version__
+from edgecnn._io import write_json
 
 RESULTS = Path(__file__).parent / "results" / "onnx_calibration.json"
 WAYS = ("edgecnn auto", "edgecnn minmax", "onnxruntime percentile")
@@ -39,13 +40,7 @@ def main() -> None:
             ).stdout
             rows.append(json.loads(output.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), flush=True)
-    RESULTS.write_text(
-        json.dumps(
-            {"schema_version": 1, "benchmark": "onnx_calibration", "edgecnn_version": __version__, "rows": rows},
-            indent=2,
-        )
-        + "\n"
-    )
+    write_json(RESULTS, {**provenance("onnx_calibration"), "rows": rows})
 
 
 def _export_fp32(path: Path) -> None:

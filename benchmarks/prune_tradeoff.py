@@ -19,7 +19,9 @@ import json
 import time
 from pathlib import Path
 
-from edgecnn import __version__
+from _provenance import provenance
+
+from edgecnn._io import write_json
 from edgecnn.bench.benchmark import BenchConfig, bench
 from edgecnn.export import ExportConfig, export
 from edgecnn.models.checkpoint import load_checkpoint
@@ -98,19 +100,14 @@ def main() -> None:
     kept = json.loads(RESULTS.read_text())["rows"] if RESULTS.exists() else []
     rows = [row for row in kept if row["model"] not in args.models.split(",")] + rows
     method = "digits 64×64; edgecnn prune defaults (L1, per-layer, round to 8, 2 × 10 fine-tuning epochs); 1 thread"
-    RESULTS.write_text(
-        json.dumps(
-            {
-                "schema_version": 1,
-                "benchmark": "prune_tradeoff",
-                "edgecnn_version": __version__,
-                "method": method,
-                "rows": rows,
-                "seconds": time.perf_counter() - started,
-            },
-            indent=2,
-        )
-        + "\n"
+    write_json(
+        RESULTS,
+        {
+            **provenance("prune_tradeoff", threads=1),
+            "method": method,
+            "rows": rows,
+            "seconds": time.perf_counter() - started,
+        },
     )
     print(table(rows))
 

@@ -21,8 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _provenance import provenance
 
-from edgecnn import __version__, create_model, list_models
+from edgecnn import create_model, list_models
+from edgecnn._io import write_json
 from edgecnn.errors import EdgeCNNError
 from edgecnn.export import ExportConfig, export
 from edgecnn.models.checkpoint import save_checkpoint
@@ -103,19 +105,7 @@ def main() -> None:
         for row in rows[-6:]:
             print(json.dumps(row), flush=True)
         rows.sort(key=lambda row: (list_models().index(row["model"]), FORMATS.index(row["format"])))
-        RESULTS.write_text(
-            json.dumps(
-                {
-                    "schema_version": 1,
-                    "benchmark": "support_matrix",
-                    "edgecnn_version": __version__,
-                    "input_size": args.input_size,
-                    "rows": rows,
-                },
-                indent=2,
-            )
-            + "\n"
-        )
+        write_json(RESULTS, {**provenance("support_matrix"), "input_size": args.input_size, "rows": rows})
     print("\n| model | " + " | ".join(f"{f} fp32 | {f} int8" for f in FORMATS) + " |")
     print("|---|" + "---|" * 2 * len(FORMATS))
     for name in dict.fromkeys(r["model"] for r in rows):
