@@ -49,10 +49,11 @@ def _export_fp32(path: Path) -> None:
     from edgecnn.export.onnx import export_float
     from edgecnn.models import create_model
     from edgecnn.optimize import fold_batchnorm
+    from edgecnn.runtime.metadata import ArtifactMetadata
 
     torch.manual_seed(0)
     model = fold_batchnorm(create_model("mobilenet_v2").eval())
-    export_float(model, torch.randn(1, 3, 224, 224), path, {}, dynamic_batch=False, half=False)
+    export_float(model, torch.randn(1, 3, 224, 224), path, ArtifactMetadata(), dynamic_batch=False, half=False)
 
 
 def _measure(way: str, fp32: Path) -> None:
