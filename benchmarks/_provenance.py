@@ -14,9 +14,15 @@ from edgecnn.bench.measure import environment
 
 
 def commit() -> str:
-    """The short commit, with ``+changes`` when tracked files differ from it."""
-    result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+    """The short commit, with ``+changes`` when tracked files differ from it; ``unknown`` outside a clone
+    (a copy of the tree on a lent machine), so the results file says so instead of failing the run."""
+    try:
+        result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+    except FileNotFoundError:
+        return "unknown"
+    if result.returncode != 0:
+        return "unknown"
     return result.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
 
 

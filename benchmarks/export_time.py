@@ -23,17 +23,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
+from _models import random_with_real_statistics
 from _provenance import provenance
-from torch import nn
 
 from edgecnn._io import write_json
-from edgecnn.data.datasets import open_source, preprocess_images
-from edgecnn.models import create_model, get_model_meta
-from edgecnn.models.checkpoint import save_checkpoint
 
 LIMIT_S = 60
-OPTIONS = ["--int8", "--calib", "digits", "--calib-size", "128", "--format", "all"]
+# --keep-degraded: random weights give near-uniform logits that int8 noise reorders (a mean cosine near the
+# 0.95 line of "broken"); the time is what is measured, and the verification runs either way
+OPTIONS = ["--int8", "--calib", "digits", "--calib-size", "128", "--format", "all", "--keep-degraded"]
 RESULTS = Path(__file__).parent / "results" / "export_time.json"
 
 
@@ -43,11 +41,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs; the median is judged (this VM varies ±2 s)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        checkpoint = _checkpoint(args.model, Path(folder))
+        checkpoint = random_with_real_statistics(args.model, Path(folder))
         runs = [_run_once(checkpoint) for _ in range(args.repeat)]
     median = statistics.median(r["seconds"] for r in runs)
     row = {
-        "command": runs[0]["command"],
+        "export_command": runs[0]["command"],
         "seconds": median,
         "runs_seconds": [r["seconds"] for r in runs],
         "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
@@ -56,22 +54,6 @@ def main() -> None:
     }
     write_json(RESULTS, {**provenance("export_time"), **row})
     print(json.dumps(row, indent=2))
-
-
-def _checkpoint(name: str, folder: Path) -> Path:
-    """Random weights with BatchNorm statistics averaged over 64 digits images (see the docstring)."""
-    torch.manual_seed(0)
-    model = create_model(name)
-    images = preprocess_images(open_source("digits"), range(64), get_model_meta(model).preprocessing)
-    for norm in model.modules():
-        if isinstance(norm, nn.modules.batchnorm._BatchNorm):
-            norm.reset_running_stats()
-            norm.momentum = None  # a plain average over the batches
-    model.train()
-    with torch.no_grad():
-        for batch in torch.from_numpy(images).split(16):
-            model(batch)
-    return save_checkpoint(folder / f"{name}.pt", model.eval())
 
 
 def _run_once(checkpoint: Path) -> dict:
