@@ -1,3 +1,7 @@
+import ast
+import inspect
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -32,6 +36,21 @@ def test_registry_holds_every_family_and_variant():
         "mobilenet",
         "efficientnet",
     }
+
+
+def test_every_model_is_a_top_level_def_of_its_name():
+    """`def NAME(` in its family's module is how a reader, grep or an IDE finds a model: no builders made in loops."""
+    for name in list_models():
+        builder = get_model_spec(name).builder
+        source_file = Path(inspect.getsourcefile(builder))
+        tree = ast.parse(source_file.read_text(encoding="utf-8"))
+        defs = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
+        assert name in defs, f"{name} is not a top-level def in {source_file.name}"
+        node = defs[name]
+        # a decorated function's code starts at its first decorator
+        assert builder.__code__.co_firstlineno == min(n.lineno for n in [node, *node.decorator_list]), (
+            f"{name} is registered from a builder other than {source_file.name}'s def {name}"
+        )
 
 
 def test_list_models_takes_globs_and_substrings():

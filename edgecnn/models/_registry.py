@@ -147,13 +147,6 @@ def register_model(*, family: str, **spec_fields: Any) -> Callable[[Builder], Bu
     return decorate
 
 
-def register_variant(name: str, doc: str, builder: Builder, *, family: str, **spec_fields: Any) -> Builder:
-    """Register a builder made in a loop over a family's table of variants, under ``name``."""
-    builder.__name__ = builder.__qualname__ = name
-    builder.__doc__ = doc
-    return register_model(family=family, **spec_fields)(builder)
-
-
 def list_models(pattern: str = "") -> list[str]:
     """Registered names matching ``pattern``: a glob (``resnet*``) or, without wildcards, a substring."""
     if not pattern:

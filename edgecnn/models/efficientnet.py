@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgecnn.models._registry import register_model, register_variant
+from edgecnn.models._registry import Builder, register_model
 from edgecnn.models._weights import imagenet_weights, torchvision_weights
 from edgecnn.models.layers import ActLayer, ConvNormAct, NormLayer, SqueezeExcitation, StochasticDepth, make_divisible
 
@@ -286,37 +286,131 @@ _RETRAINED = {"b1": torchvision_weights("efficientnet_b1-c27df63c.pth", 79.838, 
 _TF_NORM = partial(nn.BatchNorm2d, eps=0.001, momentum=0.01)
 
 
-def _register(variant: str, scaling: Scaling, build: Callable[..., EfficientNet], doc: str, **spec: Any) -> None:
-    def builder(
-        num_classes: int = 1000, in_chans: int = 3, dropout: float | None = None, stochastic_depth_prob: float = 0.2
-    ) -> EfficientNet:
-        return build(scaling, num_classes, in_chans, dropout, stochastic_depth_prob)
-
-    name = f"efficientnet_{variant}"
-    globals()[name] = register_variant(name, doc, builder, family="efficientnet", interpolation="bicubic", **spec)
-
-
-for _variant, _scaling in PUBLISHED.items():
-    _file, _top1, _top5, _crop, _resize = _CHECKPOINTS[_variant]
-    _register(
-        _variant,
-        _scaling,
-        partial(build_efficientnet, norm_layer=_TF_NORM) if _variant in ("b5", "b6", "b7") else build_efficientnet,
-        f"EfficientNet-{_variant.upper()} (width {_scaling.width}, depth {_scaling.depth}).",
-        resolution=_crop,
-        crop_ratio=_crop / _resize,
+def _efficientnet_model(variant: str) -> Callable[[Builder], Builder]:
+    """Register one of B0–B7 with its torchvision checkpoints, at the crop and resize they were evaluated at."""
+    filename, top1, top5, crop, resize = _CHECKPOINTS[variant]
+    return register_model(
+        family="efficientnet",
+        resolution=crop,
+        crop_ratio=crop / resize,
+        interpolation="bicubic",
         published=imagenet_weights(
-            torchvision_weights(_file, _top1, _top5, crop=_crop, resize=_resize, interpolation="bicubic"),
-            _RETRAINED.get(_variant),
+            torchvision_weights(filename, top1, top5, crop=crop, resize=resize, interpolation="bicubic"),
+            _RETRAINED.get(variant),
         ),
         paper="Tan & Le 2019",
     )
-for _variant, _scaling in LITE.items():
-    _register(
-        _variant,
-        _scaling,
-        build_efficientnet_lite,
-        f"EfficientNet-{_variant.capitalize()}: no squeeze-excite, ReLU6; int8-friendly.",
-        resolution=_scaling.resolution,
+
+
+def _lite_model(variant: str) -> Callable[[Builder], Builder]:
+    """Register a Lite variant at its own resolution, without weights: torchvision publishes none for Lite."""
+    return register_model(
+        family="efficientnet",
+        resolution=LITE[variant].resolution,
+        interpolation="bicubic",
         paper="TensorFlow TPU efficientnet/lite",
     )
+
+
+@_efficientnet_model("b0")
+def efficientnet_b0(
+    num_classes: int = 1000, in_chans: int = 3, dropout: float | None = None, stochastic_depth_prob: float = 0.2
+) -> EfficientNet:
+    """EfficientNet-B0 (width 1.0, depth 1.0)."""
+    return build_efficientnet(PUBLISHED["b0"], num_classes, in_chans, dropout, stochastic_depth_prob)
+
+
+@_efficientnet_model("b1")
+def efficientnet_b1(
+    num_classes: int = 1000, in_chans: int = 3, dropout: float | None = None, stochastic_depth_prob: float = 0.2
+) -> EfficientNet:
+    """EfficientNet-B1 (width 1.0, depth 1.1)."""
+    return build_efficientnet(PUBLISHED["b1"], num_classes, in_chans, dropout, stochastic_depth_prob)
+
+
+@_efficientnet_model("b2")
+def efficientnet_b2(
+    num_classes: int = 1000, in_chans: int = 3, dropout: float | None = None, stochastic_depth_prob: float = 0.2
+) -> EfficientNet:
+    """EfficientNet-B2 (width 1.1, depth 1.2)."""
+    return build_efficientnet(PUBLISHED["b2"], num_classes, in_chans, dropout, stochastic_depth_prob)
+
+
+@_efficientnet_model("b3")
+def efficientnet_b3(
+    num_classes: int = 1000, in_chans: int = 3, dropout: float | None = None, stochastic_depth_prob: float = 0.2
+) -> EfficientNet:
+    """EfficientNet-B3 (width 1.2, depth 1.4)."""
+    return build_efficientnet(PUBLISHED["b3"], num_classes, in_chans, dropout, stochastic_depth_prob)
+
+
+@_efficientnet_model("b4")
+def efficientnet_b4(
+    num_classes: int = 1000, in_chans: int = 3, dropout: float | None = None, stochastic_depth_prob: float = 0.2
+) -> EfficientNet:
+    """EfficientNet-B4 (width 1.4, depth 1.8)."""
+    return build_efficientnet(PUBLISHED["b4"], num_classes, in_chans, dropout, stochastic_depth_prob)
+
+
+@_efficientnet_model("b5")
+def efficientnet_b5(
+    num_classes: int = 1000, in_chans: int = 3, dropout: float | None = None, stochastic_depth_prob: float = 0.2
+) -> EfficientNet:
+    """EfficientNet-B5 (width 1.6, depth 2.2)."""
+    return build_efficientnet(PUBLISHED["b5"], num_classes, in_chans, dropout, stochastic_depth_prob, _TF_NORM)
+
+
+@_efficientnet_model("b6")
+def efficientnet_b6(
+    num_classes: int = 1000, in_chans: int = 3, dropout: float | None = None, stochastic_depth_prob: float = 0.2
+) -> EfficientNet:
+    """EfficientNet-B6 (width 1.8, depth 2.6)."""
+    return build_efficientnet(PUBLISHED["b6"], num_classes, in_chans, dropout, stochastic_depth_prob, _TF_NORM)
+
+
+@_efficientnet_model("b7")
+def efficientnet_b7(
+    num_classes: int = 1000, in_chans: int = 3, dropout: float | None = None, stochastic_depth_prob: float = 0.2
+) -> EfficientNet:
+    """EfficientNet-B7 (width 2.0, depth 3.1)."""
+    return build_efficientnet(PUBLISHED["b7"], num_classes, in_chans, dropout, stochastic_depth_prob, _TF_NORM)
+
+
+@_lite_model("lite0")
+def efficientnet_lite0(
+    num_classes: int = 1000, in_chans: int = 3, dropout: float | None = None, stochastic_depth_prob: float = 0.2
+) -> EfficientNet:
+    """EfficientNet-Lite0: no squeeze-excite, ReLU6; int8-friendly."""
+    return build_efficientnet_lite(LITE["lite0"], num_classes, in_chans, dropout, stochastic_depth_prob)
+
+
+@_lite_model("lite1")
+def efficientnet_lite1(
+    num_classes: int = 1000, in_chans: int = 3, dropout: float | None = None, stochastic_depth_prob: float = 0.2
+) -> EfficientNet:
+    """EfficientNet-Lite1: no squeeze-excite, ReLU6; int8-friendly."""
+    return build_efficientnet_lite(LITE["lite1"], num_classes, in_chans, dropout, stochastic_depth_prob)
+
+
+@_lite_model("lite2")
+def efficientnet_lite2(
+    num_classes: int = 1000, in_chans: int = 3, dropout: float | None = None, stochastic_depth_prob: float = 0.2
+) -> EfficientNet:
+    """EfficientNet-Lite2: no squeeze-excite, ReLU6; int8-friendly."""
+    return build_efficientnet_lite(LITE["lite2"], num_classes, in_chans, dropout, stochastic_depth_prob)
+
+
+@_lite_model("lite3")
+def efficientnet_lite3(
+    num_classes: int = 1000, in_chans: int = 3, dropout: float | None = None, stochastic_depth_prob: float = 0.2
+) -> EfficientNet:
+    """EfficientNet-Lite3: no squeeze-excite, ReLU6; int8-friendly."""
+    return build_efficientnet_lite(LITE["lite3"], num_classes, in_chans, dropout, stochastic_depth_prob)
+
+
+@_lite_model("lite4")
+def efficientnet_lite4(
+    num_classes: int = 1000, in_chans: int = 3, dropout: float | None = None, stochastic_depth_prob: float = 0.2
+) -> EfficientNet:
+    """EfficientNet-Lite4: no squeeze-excite, ReLU6; int8-friendly."""
+    return build_efficientnet_lite(LITE["lite4"], num_classes, in_chans, dropout, stochastic_depth_prob)

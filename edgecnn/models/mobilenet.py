@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 
 import torch
 from torch import nn
 
-from edgecnn.models._registry import register_variant
-from edgecnn.models._weights import PretrainedWeights, imagenet_weights, torchvision_weights
+from edgecnn.models._registry import register_model
+from edgecnn.models._weights import imagenet_weights, torchvision_weights
 from edgecnn.models.layers import ActLayer, ConvNormAct, NormLayer, SqueezeExcitation, init_weights, make_divisible
 
 
@@ -235,47 +234,51 @@ class MobileNetV3(_Classifier):
         init_weights(self)
 
 
-def _register(
-    name: str, network: Callable[..., nn.Module], published: Mapping[str, PretrainedWeights], paper: str, doc: str
-) -> None:
-    def builder(num_classes: int = 1000, in_chans: int = 3, width_mult: float = 1.0, dropout: float = 0.2) -> nn.Module:
-        return network(num_classes=num_classes, in_chans=in_chans, width_mult=width_mult, dropout=dropout)
+@register_model(family="mobilenet", paper="Howard et al. 2017")
+def mobilenet_v1(
+    num_classes: int = 1000, in_chans: int = 3, width_mult: float = 1.0, dropout: float = 0.2
+) -> MobileNetV1:
+    """MobileNet v1 with width multiplier α (1.0 at 224: 4.2M)."""
+    return MobileNetV1(num_classes, in_chans, width_mult, dropout)
 
-    globals()[name] = register_variant(name, doc, builder, family="mobilenet", published=published, paper=paper)
+
+@register_model(
+    family="mobilenet",
+    published=imagenet_weights(
+        torchvision_weights("mobilenet_v2-b0353104.pth", 71.878, 90.286),
+        torchvision_weights("mobilenet_v2-7ebf99e0.pth", 72.154, 90.822, resize=232),
+    ),
+    paper="Sandler et al. 2018",
+)
+def mobilenet_v2(
+    num_classes: int = 1000, in_chans: int = 3, width_mult: float = 1.0, dropout: float = 0.2
+) -> MobileNetV2:
+    """MobileNet v2 with width multiplier."""
+    return MobileNetV2(num_classes, in_chans, width_mult, dropout)
 
 
-# name: (network, torchvision's checkpoints (IMAGENET1K_V1 and, where published, V2), paper, description)
-_VARIANTS: dict[str, tuple[Callable[..., nn.Module], Mapping[str, PretrainedWeights], str, str]] = {
-    "mobilenet_v1": (
-        MobileNetV1,
-        {},
-        "Howard et al. 2017",
-        "MobileNet v1 with width multiplier α (1.0 at 224: 4.2M).",
+@register_model(
+    family="mobilenet",
+    published=imagenet_weights(
+        torchvision_weights("mobilenet_v3_large-8738ca79.pth", 74.042, 91.340),
+        torchvision_weights("mobilenet_v3_large-5c1a4163.pth", 75.274, 92.566, resize=232),
     ),
-    "mobilenet_v2": (
-        MobileNetV2,
-        imagenet_weights(
-            torchvision_weights("mobilenet_v2-b0353104.pth", 71.878, 90.286),
-            torchvision_weights("mobilenet_v2-7ebf99e0.pth", 72.154, 90.822, resize=232),
-        ),
-        "Sandler et al. 2018",
-        "MobileNet v2 with width multiplier.",
-    ),
-    "mobilenet_v3_large": (
-        partial(MobileNetV3, _V3_LARGE, 1280),
-        imagenet_weights(
-            torchvision_weights("mobilenet_v3_large-8738ca79.pth", 74.042, 91.340),
-            torchvision_weights("mobilenet_v3_large-5c1a4163.pth", 75.274, 92.566, resize=232),
-        ),
-        "Howard et al. 2019",
-        "MobileNet v3 Large.",
-    ),
-    "mobilenet_v3_small": (
-        partial(MobileNetV3, _V3_SMALL, 1024),
-        imagenet_weights(torchvision_weights("mobilenet_v3_small-047dcff4.pth", 67.668, 87.402)),
-        "Howard et al. 2019",
-        "MobileNet v3 Small.",
-    ),
-}
-for _name, _args in _VARIANTS.items():
-    _register(_name, *_args)
+    paper="Howard et al. 2019",
+)
+def mobilenet_v3_large(
+    num_classes: int = 1000, in_chans: int = 3, width_mult: float = 1.0, dropout: float = 0.2
+) -> MobileNetV3:
+    """MobileNet v3 Large."""
+    return MobileNetV3(_V3_LARGE, 1280, num_classes, in_chans, width_mult, dropout)
+
+
+@register_model(
+    family="mobilenet",
+    published=imagenet_weights(torchvision_weights("mobilenet_v3_small-047dcff4.pth", 67.668, 87.402)),
+    paper="Howard et al. 2019",
+)
+def mobilenet_v3_small(
+    num_classes: int = 1000, in_chans: int = 3, width_mult: float = 1.0, dropout: float = 0.2
+) -> MobileNetV3:
+    """MobileNet v3 Small."""
+    return MobileNetV3(_V3_SMALL, 1024, num_classes, in_chans, width_mult, dropout)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
-from edgecnn.models._registry import register_variant
+from edgecnn.models._registry import Builder, register_model
 from edgecnn.models._weights import PretrainedWeights, imagenet_weights, torchvision_weights
 from edgecnn.models.layers import init_weights
 
@@ -98,20 +100,9 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
-def _register(
-    name: str,
-    block: type[BasicBlock | Bottleneck],
-    layers: tuple[int, int, int, int],
-    v1: PretrainedWeights,
-    v2: PretrainedWeights | None = None,
-) -> None:
-    def builder(num_classes: int = 1000, in_chans: int = 3, zero_init_residual: bool = False) -> ResNet:
-        return ResNet(block, layers, num_classes, in_chans, zero_init_residual)
-
-    globals()[name] = register_variant(
-        name,
-        f"ResNet-{name[6:]} ({block.__name__} blocks {layers}).",
-        builder,
+def _resnet_model(v1: PretrainedWeights, v2: PretrainedWeights | None = None) -> Callable[[Builder], Builder]:
+    """Register a ResNet builder with torchvision's IMAGENET1K_V1 and, where published, IMAGENET1K_V2 checkpoint."""
+    return register_model(
         family="resnet",
         first_conv="conv1",
         classifier="fc",
@@ -120,28 +111,40 @@ def _register(
     )
 
 
-# name: (block, blocks per stage, torchvision's IMAGENET1K_V1 and, where published, IMAGENET1K_V2 checkpoint)
-_VARIANTS = {
-    "resnet18": (BasicBlock, (2, 2, 2, 2), torchvision_weights("resnet18-f37072fd.pth", 69.758, 89.078)),
-    "resnet34": (BasicBlock, (3, 4, 6, 3), torchvision_weights("resnet34-b627a593.pth", 73.314, 91.420)),
-    "resnet50": (
-        Bottleneck,
-        (3, 4, 6, 3),
-        torchvision_weights("resnet50-0676ba61.pth", 76.130, 92.862),
-        torchvision_weights("resnet50-11ad3fa6.pth", 80.858, 95.434, resize=232),
-    ),
-    "resnet101": (
-        Bottleneck,
-        (3, 4, 23, 3),
-        torchvision_weights("resnet101-63fe2227.pth", 77.374, 93.546),
-        torchvision_weights("resnet101-cd907fc2.pth", 81.886, 95.780, resize=232),
-    ),
-    "resnet152": (
-        Bottleneck,
-        (3, 8, 36, 3),
-        torchvision_weights("resnet152-394f9c45.pth", 78.312, 94.046),
-        torchvision_weights("resnet152-f82ba261.pth", 82.284, 96.002, resize=232),
-    ),
-}
-for _name, _args in _VARIANTS.items():
-    _register(_name, *_args)
+@_resnet_model(torchvision_weights("resnet18-f37072fd.pth", 69.758, 89.078))
+def resnet18(num_classes: int = 1000, in_chans: int = 3, zero_init_residual: bool = False) -> ResNet:
+    """ResNet-18 (BasicBlock blocks (2, 2, 2, 2))."""
+    return ResNet(BasicBlock, (2, 2, 2, 2), num_classes, in_chans, zero_init_residual)
+
+
+@_resnet_model(torchvision_weights("resnet34-b627a593.pth", 73.314, 91.420))
+def resnet34(num_classes: int = 1000, in_chans: int = 3, zero_init_residual: bool = False) -> ResNet:
+    """ResNet-34 (BasicBlock blocks (3, 4, 6, 3))."""
+    return ResNet(BasicBlock, (3, 4, 6, 3), num_classes, in_chans, zero_init_residual)
+
+
+@_resnet_model(
+    torchvision_weights("resnet50-0676ba61.pth", 76.130, 92.862),
+    torchvision_weights("resnet50-11ad3fa6.pth", 80.858, 95.434, resize=232),
+)
+def resnet50(num_classes: int = 1000, in_chans: int = 3, zero_init_residual: bool = False) -> ResNet:
+    """ResNet-50 (Bottleneck blocks (3, 4, 6, 3))."""
+    return ResNet(Bottleneck, (3, 4, 6, 3), num_classes, in_chans, zero_init_residual)
+
+
+@_resnet_model(
+    torchvision_weights("resnet101-63fe2227.pth", 77.374, 93.546),
+    torchvision_weights("resnet101-cd907fc2.pth", 81.886, 95.780, resize=232),
+)
+def resnet101(num_classes: int = 1000, in_chans: int = 3, zero_init_residual: bool = False) -> ResNet:
+    """ResNet-101 (Bottleneck blocks (3, 4, 23, 3))."""
+    return ResNet(Bottleneck, (3, 4, 23, 3), num_classes, in_chans, zero_init_residual)
+
+
+@_resnet_model(
+    torchvision_weights("resnet152-394f9c45.pth", 78.312, 94.046),
+    torchvision_weights("resnet152-f82ba261.pth", 82.284, 96.002, resize=232),
+)
+def resnet152(num_classes: int = 1000, in_chans: int = 3, zero_init_residual: bool = False) -> ResNet:
+    """ResNet-152 (Bottleneck blocks (3, 8, 36, 3))."""
+    return ResNet(Bottleneck, (3, 8, 36, 3), num_classes, in_chans, zero_init_residual)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
-from edgecnn.models._registry import register_variant
-from edgecnn.models._weights import PretrainedWeights, imagenet_weights, torchvision_weights
+from edgecnn.models._registry import Builder, register_model
+from edgecnn.models._weights import imagenet_weights, torchvision_weights
 from edgecnn.models.layers import init_weights
 
 # Output channels of each 3×3 convolution; "M" is a 2×2 max-pool (Table 1 of the paper).
@@ -55,33 +57,64 @@ class VGG(nn.Module):
         return self.classifier(torch.flatten(x, 1))
 
 
-def _register(name: str, config: str, batch_norm: bool, weights: PretrainedWeights) -> None:
-    def builder(num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5) -> VGG:
-        return VGG(make_features(CONFIGS[config], batch_norm, in_chans), num_classes, dropout)
-
-    depth = sum(isinstance(c, int) for c in CONFIGS[config]) + 3
-    doc = f"VGG-{depth} (configuration {config}){' with batch norm' if batch_norm else ''}."
-    globals()[name] = register_variant(
-        name,
-        doc,
-        builder,
+def _vgg_model(filename: str, top1: float, top5: float) -> Callable[[Builder], Builder]:
+    """Register a VGG builder with torchvision's IMAGENET1K_V1 checkpoint ``filename`` and its top-1/top-5."""
+    return register_model(
         family="vgg",
         first_conv="features.0",
-        published=imagenet_weights(weights),
+        published=imagenet_weights(torchvision_weights(filename, top1, top5)),
         paper="Simonyan & Zisserman 2015",
     )
 
 
-# name: (configuration, batch norm, torchvision checkpoint, ImageNet top-1, top-5)
-_VARIANTS = {
-    "vgg11": ("A", False, "vgg11-8a719046.pth", 69.020, 88.628),
-    "vgg11_bn": ("A", True, "vgg11_bn-6002323d.pth", 70.370, 89.810),
-    "vgg13": ("B", False, "vgg13-19584684.pth", 69.928, 89.246),
-    "vgg13_bn": ("B", True, "vgg13_bn-abd245e5.pth", 71.586, 90.374),
-    "vgg16": ("D", False, "vgg16-397923af.pth", 71.592, 90.382),
-    "vgg16_bn": ("D", True, "vgg16_bn-6c64b313.pth", 73.360, 91.516),
-    "vgg19": ("E", False, "vgg19-dcbb9e9d.pth", 72.376, 90.876),
-    "vgg19_bn": ("E", True, "vgg19_bn-c79401a0.pth", 74.218, 91.842),
-}
-for _name, (_config, _bn, _file, _top1, _top5) in _VARIANTS.items():
-    _register(_name, _config, _bn, torchvision_weights(_file, _top1, _top5))
+def _vgg(config: str, batch_norm: bool, num_classes: int, in_chans: int, dropout: float) -> VGG:
+    """The VGG of ``CONFIGS[config]``, with a batch norm after each convolution if ``batch_norm``."""
+    return VGG(make_features(CONFIGS[config], batch_norm, in_chans), num_classes, dropout)
+
+
+@_vgg_model("vgg11-8a719046.pth", 69.020, 88.628)
+def vgg11(num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5) -> VGG:
+    """VGG-11 (configuration A)."""
+    return _vgg("A", False, num_classes, in_chans, dropout)
+
+
+@_vgg_model("vgg11_bn-6002323d.pth", 70.370, 89.810)
+def vgg11_bn(num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5) -> VGG:
+    """VGG-11 (configuration A) with batch norm."""
+    return _vgg("A", True, num_classes, in_chans, dropout)
+
+
+@_vgg_model("vgg13-19584684.pth", 69.928, 89.246)
+def vgg13(num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5) -> VGG:
+    """VGG-13 (configuration B)."""
+    return _vgg("B", False, num_classes, in_chans, dropout)
+
+
+@_vgg_model("vgg13_bn-abd245e5.pth", 71.586, 90.374)
+def vgg13_bn(num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5) -> VGG:
+    """VGG-13 (configuration B) with batch norm."""
+    return _vgg("B", True, num_classes, in_chans, dropout)
+
+
+@_vgg_model("vgg16-397923af.pth", 71.592, 90.382)
+def vgg16(num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5) -> VGG:
+    """VGG-16 (configuration D)."""
+    return _vgg("D", False, num_classes, in_chans, dropout)
+
+
+@_vgg_model("vgg16_bn-6c64b313.pth", 73.360, 91.516)
+def vgg16_bn(num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5) -> VGG:
+    """VGG-16 (configuration D) with batch norm."""
+    return _vgg("D", True, num_classes, in_chans, dropout)
+
+
+@_vgg_model("vgg19-dcbb9e9d.pth", 72.376, 90.876)
+def vgg19(num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5) -> VGG:
+    """VGG-19 (configuration E)."""
+    return _vgg("E", False, num_classes, in_chans, dropout)
+
+
+@_vgg_model("vgg19_bn-c79401a0.pth", 74.218, 91.842)
+def vgg19_bn(num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5) -> VGG:
+    """VGG-19 (configuration E) with batch norm."""
+    return _vgg("E", True, num_classes, in_chans, dropout)
