@@ -48,7 +48,7 @@ gate: $(STAMP) system-packages
 	$(BIN)/edgecnn run recipes/fashion_mnist_gate.yaml --output runs/ci-gate --force
 
 test: lint system-packages
-	$(BIN)/python -m pytest
+	EDGECNN_REQUIRE_BACKENDS=1 $(BIN)/python -m pytest
 	$(MAKE) gate
 
 clean:

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 from edgecnn import __version__, count_params, list_models
-from tests.conftest import build_on_meta, run_cli
+from tests.conftest import build_on_meta, needs_every_format, run_cli
 
 
 def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -122,6 +122,7 @@ def test_a_ctrl_c_that_python_ignores_is_still_an_interrupt():
 THIRD_PARTY_NOISE = ("XNNPACK", "oneDNN", "absl", "_pytree", "TensorFlow", "INFO:", "FutureWarning", "nncf")
 
 
+@needs_every_format
 def test_export_and_bench_print_only_edgecnn_lines(trained_lenet, tmp_path):
     exported = run_cli("export", str(trained_lenet), "--int8", "--calib-size", "16", "--output", str(tmp_path))
     assert exported.returncode == 0, exported.stderr

@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 from conftest import artifact_path, run_cli
 
@@ -21,6 +20,8 @@ FAULTY = 2  # features.6: int8 in every format's recipe
 
 def _scale_onnx(path: Path, layer: int, factor: float, out: Path) -> Path:
     """The ``layer``-th Conv/Gemm's weight scale (its DequantizeLinear's) multiplied by ``factor``."""
+    import onnx
+
     model = onnx.load(str(path))
     nodes = [n for n in model.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
     dequantize = next(n for n in model.graph.node if n.output[0] == nodes[layer].input[1])

@@ -12,10 +12,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 import torch
-from conftest import run_cli
+from conftest import EACH_FORMAT, needs_every_format, run_cli
 
 from edgecnn.errors import EdgeCNNError
 from edgecnn.export import ExportConfig, changed_top1_line, export, resolve_formats
@@ -29,6 +28,7 @@ from edgecnn.runtime.targets import this_cpu
 from edgecnn.train import TrainConfig, train
 
 
+@needs_every_format
 @pytest.mark.parametrize(
     "name", ["lenet5", "mobilenet_v3_small", "resnet18", "googlenet", "efficientnet_lite0", "mobilenet_v1"]
 )
@@ -47,8 +47,11 @@ def test_fp32_artifacts_equal_pytorch(name, tmp_path):
         assert not any("batchnorm" in op.lower() for op in artifact.ops)
 
 
+@pytest.mark.needs("onnx")
 @pytest.mark.parametrize("target", ["x86-avx2", "x86-vnni"])
 def test_int8_onnx_holds_int8_kernels_and_tracks_fp32(trained_lenet, tmp_path, target):
+    import onnx
+
     config = ExportConfig(str(trained_lenet), formats="onnx", int8=True, calib_size=64, output=tmp_path, target=target)
     report = export(config)
     fp32, int8 = report.artifacts
@@ -87,6 +90,7 @@ def test_verification_lists_each_changed_top1_by_its_reference_margin():
     assert changed_top1_line("m.tflite", verify(reference, reference, None)) is None
 
 
+@pytest.mark.needs("openvino")
 @pytest.mark.parametrize("target", ["x86-avx2", "rpi5"])
 def test_int8_openvino_holds_fake_quantize_and_int8_weights(trained_lenet, tmp_path, target):
     config = ExportConfig(str(trained_lenet), "openvino", int8=True, calib_size=64, output=tmp_path, target=target)
@@ -109,6 +113,7 @@ def test_int8_openvino_holds_fake_quantize_and_int8_weights(trained_lenet, tmp_p
     assert int8.verification["top1_agreement"] >= 90
 
 
+@pytest.mark.needs("tflite")
 def test_int8_tflite_is_integer_between_a_float_stem_and_classifier(trained_lenet, tmp_path):
     from ai_edge_litert import schema_py_generated as schema
 
@@ -143,6 +148,7 @@ def test_int8_tflite_is_integer_between_a_float_stem_and_classifier(trained_lene
     assert int8.verification["top1_agreement"] >= 90
 
 
+@needs_every_format
 def test_openvino_fp16_stores_half_weights(tmp_path):
     path = tmp_path / "m.pt"
     save_checkpoint(path, create_model("resnet18", num_classes=10, input_size=32))
@@ -167,24 +173,24 @@ def test_each_artifact_of_one_model_keeps_its_own_sidecar(lenet_artifacts):
         assert sidecar["precision"] == artifact.precision
 
 
-@pytest.mark.parametrize("suffix", ["onnx", "xml", "tflite"])
-def test_metadata_travels_inside_and_beside_the_artifact(trained_lenet, tmp_path, suffix):
-    formats = {"onnx": "onnx", "xml": "openvino", "tflite": "tflite"}[suffix]
-    export(ExportConfig(str(trained_lenet), formats=formats, int8=True, calib_size=32, output=tmp_path))
-    metadata = open_runner(tmp_path / f"lenet5_int8.{suffix}").metadata
+@pytest.mark.parametrize("fmt", EACH_FORMAT)
+def test_metadata_travels_inside_and_beside_the_artifact(trained_lenet, tmp_path, fmt):
+    export(ExportConfig(str(trained_lenet), formats=fmt.name, int8=True, calib_size=32, output=tmp_path))
+    metadata = open_runner(tmp_path / f"lenet5_int8{fmt.suffix}").metadata
     assert metadata.model == "lenet5" and metadata.precision == "int8"
     assert metadata.classes == tuple(str(i) for i in range(10))
     assert metadata.preprocessing and metadata.preprocessing["crop"] == 32 and metadata.preprocessing["mean"]
     assert metadata.quantization and metadata.quantization.calibration
     assert metadata.quantization.calibration.size == 32
     assert metadata.weights_sha256 and len(metadata.weights_sha256) == 16
-    sidecar = json.loads((tmp_path / f"lenet5_int8.{suffix}.json").read_text())
+    sidecar = json.loads((tmp_path / f"lenet5_int8{fmt.suffix}.json").read_text())
     assert ArtifactMetadata.from_dict(sidecar) == metadata
     summary = json.loads((tmp_path / "export.json").read_text())
     assert summary["schema_version"] == 1 and len(summary["artifacts"]) == 2
     assert summary["peak_memory_mb"] > 100  # at least PyTorch's own footprint
 
 
+@pytest.mark.needs("onnx")
 def test_calibrating_on_the_training_data_keeps_its_held_out_split(tmp_path):
     train(TrainConfig("lenet5", epochs=1, seed=5, output=tmp_path / "run"), progress=False)
     checkpoint = tmp_path / "run" / "best.pt"
@@ -194,6 +200,7 @@ def test_calibrating_on_the_training_data_keeps_its_held_out_split(tmp_path):
     assert own.reference_accuracy == explicit.reference_accuracy
 
 
+@pytest.mark.needs("onnx", "openvino")
 def test_dynamic_batch(tmp_path):
     path = tmp_path / "m.pt"
     save_checkpoint(path, create_model("mobilenet_v3_small", num_classes=4, input_size=32))
@@ -205,7 +212,10 @@ def test_dynamic_batch(tmp_path):
         assert runner.input_shape == [None, 3, 32, 32]  # only the batch is dynamic
 
 
+@pytest.mark.needs("onnx")
 def test_failed_export_leaves_no_artifact(tmp_path, monkeypatch):
+    import onnx
+
     path = tmp_path / "m.pt"
     save_checkpoint(path, create_model("lenet5"))
 
@@ -218,6 +228,7 @@ def test_failed_export_leaves_no_artifact(tmp_path, monkeypatch):
     assert list((tmp_path / "out").iterdir()) == []
 
 
+@needs_every_format
 def test_a_failure_in_the_tflite_worker_process_is_a_one_line_error(tmp_path):
     """With other formats asked too, TFLite converts in a worker process: its errors come back whole."""
     path = tmp_path / "m.pt"
@@ -245,6 +256,7 @@ def _spawned_children(pid: int) -> list[int]:
     return found
 
 
+@needs_every_format
 def test_a_killed_worker_process_is_a_one_line_error_and_leaves_no_temporary(tmp_path):
     """The TFLite worker killed from outside (as the OOM killer would): the export says so and
     removes the half-written file the worker could not."""
@@ -270,6 +282,7 @@ def test_a_killed_worker_process_is_a_one_line_error_and_leaves_no_temporary(tmp
     assert not (out / "lenet5_fp32.tflite").exists()
 
 
+@pytest.mark.needs("openvino")
 def test_failed_openvino_save_leaves_no_artifact(tmp_path, monkeypatch):
     import openvino as ov
 
@@ -291,14 +304,21 @@ def test_failed_openvino_save_leaves_no_artifact(tmp_path, monkeypatch):
     ("settings", "message"),
     [
         ({"formats": "coreml"}, "unknown format 'coreml'; valid: onnx, openvino, tflite"),
-        ({"batch": "dynamic"}, r"tflite artifacts have a fixed batch; pass --batch N"),
+        # formats are checked one by one in the table's order, each for its extra as well: these errors need
+        # the extras of the formats checked before
+        pytest.param(
+            {"batch": "dynamic"},
+            r"tflite artifacts have a fixed batch; pass --batch N",
+            marks=pytest.mark.needs("onnx", "openvino"),
+        ),
         ({"formats": "onnx", "fp16": True}, "onnx cannot be exported as fp16; formats with fp16: openvino"),
-        ({"int8": True}, "int8 needs calibration images"),
+        pytest.param({"int8": True}, "int8 needs calibration images", marks=needs_every_format),
         ({"batch": "0"}, "batch must be a positive number or 'dynamic'"),
         ({"calib_method": "kl"}, "unknown calibration method 'kl'"),
-        (
+        pytest.param(
             {"int8": True, "calib": "digits", "calib_method": "entropy"},
             r"openvino has no entropy calibration \(valid: auto\); formats with it: onnx",
+            marks=pytest.mark.needs("onnx"),
         ),
     ],
 )
@@ -314,14 +334,15 @@ def test_missing_extra_names_the_install_line(monkeypatch):
         resolve_formats("onnx", int8=False, fp16=False)
 
 
-@pytest.mark.parametrize(("suffix", "runtime"), [(".onnx", "onnxruntime"), (".xml", "openvino"), (".tflite", "litert")])
-def test_corrupt_artifact_is_a_clear_error(tmp_path, suffix, runtime):
-    path = tmp_path / f"broken{suffix}"
+@pytest.mark.parametrize("fmt", EACH_FORMAT)
+def test_corrupt_artifact_is_a_clear_error(tmp_path, fmt):
+    path = tmp_path / f"broken{fmt.suffix}"
     path.write_bytes(b"\x08\x01garbage")
-    with pytest.raises(EdgeCNNError, match=f"{runtime} cannot load"):
+    with pytest.raises(EdgeCNNError, match=f"{fmt.runtime} cannot load"):
         open_runner(path)
 
 
+@pytest.mark.needs("onnx")
 def test_a_model_a_converter_cannot_take_is_a_one_line_error(tmp_path):
     path = tmp_path / "m.pt"
     model = create_model("alexnet", num_classes=3, input_size=64)
@@ -348,6 +369,7 @@ def test_unknown_artifact_type(tmp_path):
         open_runner(tmp_path / "model.pb")
 
 
+@needs_every_format
 def test_cli_export_prints_the_verification_table(trained_lenet, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "edgecnn.cli", "export", str(trained_lenet), "--int8", "--calib-size", "32"],
@@ -390,6 +412,7 @@ def test_an_unknown_target_is_refused_before_any_work(trained_lenet, tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.needs("openvino")
 def test_openvino_verifies_fp32_in_f32_and_records_the_runtime_default(tmp_path):
     import openvino as ov
 
@@ -434,6 +457,7 @@ def broken_tflite_int8(monkeypatch):
     monkeypatch.setattr(tflite, "_quantization_config", coarse)
 
 
+@pytest.mark.needs("tflite")
 def test_export_refuses_an_artifact_its_verification_calls_broken(trained_lenet, tmp_path, broken_tflite_int8):
     config = ExportConfig(str(trained_lenet), formats="tflite", int8=True, calib_size=16, output=tmp_path)
     with pytest.raises(EdgeCNNError, match=r"lenet5_int8\.tflite is broken: mean cosine .* --keep-degraded"):
@@ -446,6 +470,7 @@ def test_export_refuses_an_artifact_its_verification_calls_broken(trained_lenet,
     assert kept.artifacts[1].status == "broken"
 
 
+@pytest.mark.needs("tflite")
 def test_cli_export_exits_1_naming_the_broken_artifact(
     trained_lenet, tmp_path, broken_tflite_int8, monkeypatch, capsys
 ):

@@ -69,6 +69,7 @@ def scrambled(checkpoint: Path, destination: Path) -> Path:
     )
 
 
+@pytest.mark.needs("onnx")
 def test_the_gate_fails_a_damaged_model(trained_lenet, tmp_path):
     damaged = scrambled(trained_lenet, tmp_path / "damaged.pt")
     report = export(ExportConfig(str(damaged), formats="onnx", int8=True, calib_size=32, output=tmp_path / "out"))
@@ -81,6 +82,7 @@ def test_the_gate_fails_a_damaged_model(trained_lenet, tmp_path):
     assert 'failures="1"' in junit.read_text() and "AccuracyRegression" in junit.read_text()
 
 
+@pytest.mark.needs("onnx")
 def test_the_gate_fails_int8_calibrated_on_constant_images(trained_lenet, tmp_path):
     """Calibration on blank images sets activation ranges no real digit fits: the gate must not pass it."""
     from PIL import Image

@@ -4,12 +4,9 @@ calibration methods do what they say."""
 from pathlib import Path
 
 import numpy as np
-import onnx
-import openvino as ov
 import pytest
 import torch
-from ai_edge_litert import schema_py_generated as schema
-from torchao.quantization.pt2e import MinMaxObserver
+from conftest import needs_every_format
 
 from edgecnn.export import ExportConfig, export
 from edgecnn.export._graph import GraphNode, squeeze_excite_nodes
@@ -59,7 +56,11 @@ def squeeze_excite_artifacts(tmp_path_factory):
     return {a.format: a.path for a in report.artifacts if a.precision == "int8"}, blocks
 
 
+# the tests on squeeze_excite_artifacts (an export to every format) need every format's extra
+@needs_every_format
 def test_squeeze_excite_stays_float_in_onnx(squeeze_excite_artifacts):
+    import onnx
+
     paths, blocks = squeeze_excite_artifacts
     graph = onnx.load(paths["onnx"]).graph
     float_weights = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
@@ -69,7 +70,10 @@ def test_squeeze_excite_stays_float_in_onnx(squeeze_excite_artifacts):
     assert len(convs) > len(float_convs) + 10  # the rest is int8
 
 
+@needs_every_format
 def test_squeeze_excite_stays_float_in_openvino(squeeze_excite_artifacts):
+    import openvino as ov
+
     paths, blocks = squeeze_excite_artifacts
     convs = [
         op for op in ov.Core().read_model(paths["openvino"]).get_ordered_ops() if op.get_type_name() == "Convolution"
@@ -85,7 +89,10 @@ def test_squeeze_excite_stays_float_in_openvino(squeeze_excite_artifacts):
     assert sum(int8_weights(c) for c in convs) > 10
 
 
+@needs_every_format
 def test_squeeze_excite_stays_float_in_tflite(squeeze_excite_artifacts):
+    from ai_edge_litert import schema_py_generated as schema
+
     paths, blocks = squeeze_excite_artifacts
     model = schema.Model.GetRootAsModel(Path(paths["tflite"]).read_bytes(), 0)
     graph = model.Subgraphs(0)
@@ -99,7 +106,10 @@ def test_squeeze_excite_stays_float_in_tflite(squeeze_excite_artifacts):
     assert filters.count(schema.TensorType.INT8) > 10
 
 
+@pytest.mark.needs("tflite")
 def test_sampled_histogram_keeps_the_exact_range_and_percentile_cuts_outliers():
+    from torchao.quantization.pt2e import MinMaxObserver
+
     histogram_observer, percentile_observer = _observers()
     chunks = [torch.rand(64, 32, 16, 16) for _ in range(8)]  # a calibration run: 4 million values
     chunks[3][3, 5, 7, 9] = 50.0  # one outlier, outside every sampled position
@@ -115,6 +125,7 @@ def test_sampled_histogram_keeps_the_exact_range_and_percentile_cuts_outliers():
     assert percentile.calculate_qparams()[0].item() < minmax.calculate_qparams()[0].item() / 20
 
 
+@pytest.mark.needs("tflite")
 @pytest.mark.parametrize("method", ["minmax", "percentile"])
 def test_tflite_calibration_method_is_applied_and_recorded(trained_lenet, tmp_path, method):
     def exported(chosen: str) -> Runner:
@@ -131,6 +142,7 @@ def test_tflite_calibration_method_is_applied_and_recorded(trained_lenet, tmp_pa
     assert scales(chosen) != scales(auto)  # other observers, other activation ranges
 
 
+@pytest.mark.needs("onnx")  # its ranges are onnxruntime's TensorData
 def test_onnx_percentile_histogram_cuts_outliers_and_keeps_counts_when_it_widens():
     histogram = _MagnitudeHistogram()
     generator = np.random.default_rng(0)
@@ -150,7 +162,10 @@ def test_onnx_percentile_histogram_cuts_outliers_and_keeps_counts_when_it_widens
     assert ranges.lowest == pytest.approx(-ranges.highest) and 3.5 < ranges.highest < 5  # ±(99.999th of |x|)
 
 
+@pytest.mark.needs("onnx")
 def test_onnx_auto_calibration_is_the_streamed_percentile(trained_lenet, tmp_path):
+    import onnx
+
     def calibrated(method: str) -> tuple[str, list[float]]:
         settings = {"formats": "onnx", "int8": True, "calib_size": 32, "calib_method": method}
         artifact = export(ExportConfig(str(trained_lenet), **settings, output=tmp_path / method)).artifacts[1]
@@ -186,6 +201,7 @@ class _WideConvThenReLU6(torch.nn.Module):
         return self.head(self.act(self.bn(self.conv(self.stem(x))))).mean((2, 3))
 
 
+@pytest.mark.needs("tflite")
 def test_tflite_relu6_is_quantized_with_its_clamped_range_not_its_input_range(tmp_path):
     from edgecnn.export._formats import Int8Job
     from edgecnn.export.tflite import quantize_int8

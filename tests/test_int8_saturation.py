@@ -42,6 +42,7 @@ def _run_int8(images: Path, paths: list[Path], emulate: bool) -> dict[str, np.nd
     return {path: np.array(values) for path, values in json.loads(done.stdout).items()}
 
 
+@pytest.mark.needs("onnx")
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="emulates an x86 CPU model with qemu-x86_64")
 def test_seven_bit_weights_keep_onnxruntime_int8_on_a_cpu_without_vnni(trained_lenet, tmp_path):
     if not shutil.which(QEMU):

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import run_cli
+from conftest import needs_every_format, run_cli
 from torch import nn
 
 from edgecnn import create_model
@@ -49,6 +49,7 @@ def example(model: nn.Module) -> torch.Tensor:
     return torch.randn(2, *model.edgecnn_meta.preprocessing.input_shape)
 
 
+@pytest.mark.needs("prune")
 @pytest.mark.parametrize("name", FAMILIES)
 def test_every_family_prunes_for_real_and_keeps_working(name):
     model = built(name)
@@ -68,6 +69,7 @@ def test_every_family_prunes_for_real_and_keeps_working(name):
     assert narrowed and all(after[n][1] % 8 == 0 for n in narrowed), "--round-to 8 must hold"
 
 
+@pytest.mark.needs("prune")
 def test_depthwise_models_lose_half_their_work_at_30_percent():
     model = built("mobilenet_v2", 64)
     shape = model.edgecnn_meta.preprocessing.input_shape
@@ -76,6 +78,7 @@ def test_depthwise_models_lose_half_their_work_at_30_percent():
     assert 0.4 < count_macs(model, shape) / macs < 0.6
 
 
+@pytest.mark.needs("prune")
 def test_a_pruned_checkpoint_round_trips_without_code(tmp_path):
     model = built("efficientnet_b0")
     before = layer_dims(model)
@@ -90,6 +93,8 @@ def test_a_pruned_checkpoint_round_trips_without_code(tmp_path):
     assert count_params(loaded) == count_params(model)
 
 
+@pytest.mark.needs("prune")
+@needs_every_format
 def test_prune_command_fine_tunes_and_the_result_exports_and_verifies(trained_lenet, tmp_path):
     result = run_cli(
         "prune", str(trained_lenet), "--ratio", "0.5", "--finetune-epochs", "2", "--output", str(tmp_path), "--json"
@@ -114,6 +119,8 @@ def test_prune_command_fine_tunes_and_the_result_exports_and_verifies(trained_le
             assert artifact.verification["top1_agreement"] > 90, artifact.path
 
 
+@pytest.mark.needs("prune")
+@needs_every_format
 @pytest.mark.parametrize("name", ["mobilenet_v2", "efficientnet_b0", "googlenet"])
 def test_pruned_depthwise_se_and_inception_models_export_to_all_formats(name, tmp_path):
     model = built(name)
@@ -126,6 +133,7 @@ def test_pruned_depthwise_se_and_inception_models_export_to_all_formats(name, tm
     assert all(a.verification["max_abs_diff_over_range"] < 1e-4 for a in report.artifacts)
 
 
+@pytest.mark.needs("prune")
 def test_iterative_and_taylor_pruning(trained_lenet, tmp_path):
     config = PruneConfig(
         str(trained_lenet), ratio=0.5, method="taylor", iterative=2, finetune_epochs=1, output=tmp_path
@@ -169,6 +177,7 @@ class HardCoded(nn.Module):
         return self.head(x.reshape(x.shape[0], 16, -1).mean(-1))
 
 
+@pytest.mark.needs("prune")
 def test_a_layer_pruning_cannot_follow_is_a_clear_error():
     with pytest.raises(PruneError, match="cannot prune HardCoded by channels"):
         prune_channels(HardCoded(), torch.randn(1, 1, 8, 8), 0.5, round_to=None, protect=["stem", "head"])

@@ -23,7 +23,7 @@ from edgecnn.models._registry import imagenet_class_names
 from edgecnn.models.checkpoint import load_checkpoint
 from edgecnn.runtime.base import sidecar_path
 from edgecnn.train import TrainConfig, train
-from tests.conftest import run_cli
+from tests.conftest import needs_every_format, run_cli
 from tests.loopback_http import serve
 from tests.loopback_ssh import free_port
 
@@ -257,6 +257,7 @@ def _imagenette_folder(root: Path, per_split: dict[str, int], size: int) -> None
                 (root / split / wnid / f"{i}.JPEG").write_bytes(_photo(10 * c + i, (size, size)))
 
 
+@needs_every_format  # its first two exports (of every format) must fail on the weights and the data
 def test_export_mobilenet_v2_int8_as_typed(tmp_path):
     weights, data = tmp_path / "weights", tmp_path / "data"
     env = {"EDGECNN_WEIGHTS_DIR": str(weights), "EDGECNN_DATA_DIR": str(data)}
@@ -293,6 +294,7 @@ def test_export_mobilenet_v2_int8_as_typed(tmp_path):
     assert result["images"] == 10 and result["data"] == "imagenette-320: its 10 published test images"
 
 
+@pytest.mark.needs("onnx")
 def test_export_calibrates_on_a_flat_folder_and_checks_agreement_only(trained_lenet, tmp_path):
     images = tmp_path / "photos"
     images.mkdir()

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import needs_every_format, run_cli
 
 from edgecnn.recipe import RecipeError, load_recipe, run_recipe
 
@@ -48,6 +48,7 @@ def test_shipped_recipes_validate(path):
     assert recipe.steps and recipe.name == path.stem
 
 
+@pytest.mark.needs("onnx")
 def test_steps_are_reused_until_what_they_depend_on_changes(tmp_path):
     path = write_recipe(tmp_path)
     first = run_recipe(load_recipe(path))
@@ -60,6 +61,7 @@ def test_steps_are_reused_until_what_they_depend_on_changes(tmp_path):
     assert statuses(run_recipe(load_recipe(path), force=True)) == ["ran", "ran", "ran"]
 
 
+@pytest.mark.needs("onnx")
 def test_a_changed_artifact_invalidates_the_steps_that_read_it(tmp_path):
     path = write_recipe(tmp_path)
     run_recipe(load_recipe(path))
@@ -71,6 +73,7 @@ def test_a_changed_artifact_invalidates_the_steps_that_read_it(tmp_path):
     assert statuses(result) == ["cached", "cached", "ran"]
 
 
+@pytest.mark.needs("onnx")
 def test_a_failed_step_resumes_where_it_stopped(tmp_path):
     path = write_recipe(tmp_path)
     broken = path.read_text() + "  - step: bench\n    runs: 5\n    data: {}\n".format(tmp_path / "missing")
@@ -84,6 +87,7 @@ def test_a_failed_step_resumes_where_it_stopped(tmp_path):
     assert (tmp_path / "run/04-bench/bench.json").is_file()
 
 
+@needs_every_format
 def test_an_interrupted_run_resumes_at_the_step_it_was_in(tmp_path):
     """A real Ctrl-C during the export: the next run reuses the training and redoes the export."""
     path = write_recipe(tmp_path, formats="all")
@@ -103,6 +107,7 @@ def test_an_interrupted_run_resumes_at_the_step_it_was_in(tmp_path):
     assert not (tmp_path / "run/02-export/stale.onnx").exists()
 
 
+@pytest.mark.needs("onnx")
 def test_the_report_holds_every_stage(tmp_path):
     result = run_recipe(load_recipe(write_recipe(tmp_path)))
     report = (tmp_path / "run/report.md").read_text()
@@ -165,6 +170,7 @@ def test_cli_recipe_error_is_one_line_and_exit_1(tmp_path):
     assert "did you mean 'model'?" in lines[0]
 
 
+@pytest.mark.needs("prune", "onnx")
 def test_a_prune_step_hands_the_pruned_checkpoint_to_the_next_steps(tmp_path):
     path = tmp_path / "recipe.yaml"
     text = LENET.format(output=tmp_path / "run", epochs=1, max_drop=50, formats="onnx")

@@ -47,6 +47,7 @@ def test_what_running_an_artifact_on_another_cpu_means():
     assert target_mismatch(ArtifactMetadata(), "onnxruntime", avx2) is None  # another tool's model: no target
 
 
+@pytest.mark.needs("onnx")
 def test_the_benchmarker_says_when_an_artifact_runs_on_a_cpu_unlike_its_target(trained_lenet, tmp_path):
     other = "rpi4" if this_cpu().arch == "x86_64" else "x86-vnni"
     config = ExportConfig(str(trained_lenet), "onnx", int8=True, calib_size=16, output=tmp_path, target=other)

@@ -74,6 +74,9 @@ class Format:
     # the compute precision fp32 and int8 artifacts are verified in, for runtimes that choose their own:
     # OpenVINO computes an "fp32" model in bf16 on CPUs with AVX512-BF16 or AMX unless told f32
     verify_precision: str | None = None
+    # converted in a worker process beside the other formats asked for (given a second core): for a
+    # converter so slow, and so much in Python, that the others would otherwise wait for it
+    in_worker: bool = False
 
     def load_exporter(self) -> Exporter:
         return cast("Exporter", importlib.import_module(self.exporter))
@@ -133,6 +136,9 @@ FORMATS: dict[str, Format] = {
         modules=("litert_torch", "ai_edge_litert"),
         exporter="edgecnn.export.tflite",
         calibration_methods=("auto", "minmax", "percentile"),
+        # LiteRT's converter is the slowest of the three and traces the model mostly in Python, where a thread
+        # would hold the others' Python up too: a process converts it beside them
+        in_worker=True,
     ),
 }
 

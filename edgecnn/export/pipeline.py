@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
-import multiprocessing
 import os
-import pickle
 import resource
-import signal
 import tempfile
 import time
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +38,9 @@ from edgecnn.data.datasets import (
 )
 from edgecnn.errors import EdgeCNNError
 from edgecnn.export._formats import Format, Int8Job, resolve_formats
+from edgecnn.export._worker import Worker
 from edgecnn.models._registry import ModelMeta, get_model_meta
-from edgecnn.models.checkpoint import held_out_images, load_checkpoint, resolve_model, save_checkpoint
+from edgecnn.models.checkpoint import held_out_images, resolve_model
 from edgecnn.models.complexity import check_input_size
 from edgecnn.optimize import fold_batchnorm
 from edgecnn.runtime import open_runner
@@ -57,7 +55,6 @@ IMAGENET_CALIBRATION = "imagenette-320"
 # small chunks: at 224, 269 MobileNetV2 images took 11 s in chunks of 32 (activations spill the caches),
 # 4-5 s in chunks of 1-4, and one batch of 269 would hold gigabytes
 REFERENCE_BATCH = 4
-PARALLEL_FORMAT = "tflite"  # converted in a worker process when other formats are asked too
 # What each precision is held to. Targets: fp32 within 1e-4 of the logit range; fp16 within 1e-2; int8
 # 99% top-1 agreement and at most 0.5 points of accuracy lost. Broken, from measured artifacts: good int8
 # of a real ImageNet-trained EfficientNet-Lite1 keeps a mean cosine of 0.98 with the fp32 logits
@@ -347,16 +344,18 @@ def export(config: ExportConfig) -> ExportReport:
     )
     work = _Work(fold_batchnorm(model), example, meta, data, config, _state_hash(model))
     config.output.mkdir(parents=True, exist_ok=True)
-    alongside = [f for f in formats if f.name == PARALLEL_FORMAT] if len(formats) > 1 and _cores() > 1 else []
+    in_worker = [f for f in formats if f.in_worker]
+    alongside = in_worker if len(in_worker) < len(formats) and _cores() > 1 else []
     here = [f for f in formats if f not in alongside]
     if not alongside:
         reference = _reference_logits(model, data.verification)
         runs = _export_formats(here, work, reference)
     else:
-        # LiteRT's converter is the slowest and traces mostly in Python: it runs in a worker process beside
-        # the other formats, both on one thread so neither waits on the other's spinning thread pool. The
-        # worker starts first and returns its logits, so the PyTorch reference is computed while it starts.
-        with tempfile.TemporaryDirectory() as scratch, _Worker(alongside, work, model, Path(scratch)) as worker:
+        # the formats table's in_worker formats convert in a worker process beside the other formats, both
+        # on one thread so neither waits on the other's spinning thread pool. The worker starts first and
+        # returns its logits, so the PyTorch reference is computed while it starts.
+        convert = functools.partial(_export_formats, reference=None, threads=1, worker=True)
+        with tempfile.TemporaryDirectory() as scratch, Worker(alongside, work, model, Path(scratch), convert) as worker:
             with torch_threads(1):
                 reference = _reference_logits(model, data.verification)
                 runs = _export_formats(here, work, reference, threads=1)
@@ -466,88 +465,6 @@ def _export_formats(
                 run.compare_with(reference, data.labels)
             runs.append(run)
     return runs
-
-
-class _Worker:
-    """``formats`` exported in a spawned process while the caller works. The model travels as a
-    checkpoint (a module that went through tracing does not always pickle), the rest of the work (images
-    included) as a file: what ``start()`` pipes to the new process must not fill the pipe, or the caller
-    blocks until the worker has read it (after importing torch) and forever if it dies first. Leaving
-    the block early (an error, Ctrl-C) interrupts the worker, so its atomic writes remove their
-    temporary files."""
-
-    def __init__(self, formats: list[Format], work: _Work, model: nn.Module, scratch: Path) -> None:
-        context = multiprocessing.get_context("spawn")
-        self._results, self._sender = context.Pipe(duplex=False)
-        checkpoint = save_checkpoint(scratch / "model.pt", model)
-        job = scratch / "work.pickle"
-        job.write_bytes(pickle.dumps((formats, dataclasses.replace(work, model=None))))
-        self._process = context.Process(target=_worker_main, args=(job, checkpoint, self._sender))
-        self._answered = False
-        self._output = work.config.output
-
-    def __enter__(self) -> _Worker:
-        self._process.start()
-        self._sender.close()  # the worker holds the only sending end: if it dies, recv() ends with EOFError
-        return self
-
-    def result(self) -> list[_Run]:
-        outcome = self._answer()
-        self._answered = True  # not on Ctrl-C while waiting: then the worker is interrupted too
-        if outcome is None:
-            code = self._exit_code()
-            # killed (out of memory, a signal), it could not remove what it was writing: atomic_path
-            # names its temporary files after the writing process
-            for leftover in self._output.glob(f".*.{self._process.pid}.tmp"):
-                leftover.unlink(missing_ok=True)
-            raise EdgeCNNError(f"the {PARALLEL_FORMAT} worker process died (exit code {code})")
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome
-
-    def _answer(self) -> list[_Run] | BaseException | None:
-        """What the worker sent, or None when it ended without sending."""
-        try:
-            answer = self._results.recv()
-        except EOFError:
-            return None
-        return pickle.loads(answer.read_bytes()) if isinstance(answer, Path) else answer
-
-    def _exit_code(self) -> int | None:
-        self._process.join(timeout=5)
-        return self._process.exitcode
-
-    def __exit__(self, *exc_info: object) -> None:
-        # a worker that answered is exiting on its own: interrupting its interpreter's shutdown
-        # printed a KeyboardInterrupt traceback from PyTorch's exit hooks after a good export
-        if not self._answered and self._process.is_alive():
-            os.kill(self._process.pid, signal.SIGINT)  # type: ignore[arg-type]
-        self._process.join(timeout=60)
-        if self._process.is_alive():
-            self._process.kill()
-            self._process.join()
-
-
-def _worker_main(job: Path, checkpoint: Path, results: Connection) -> None:
-    """A worker process's share: fold the checkpoint's model, export and run, send where its runs are
-    (or the error)."""
-    try:
-        torch.set_num_threads(1)  # the caller works on the other core
-        formats, work = pickle.loads(job.read_bytes())
-        work.model = fold_batchnorm(load_checkpoint(checkpoint).model)
-        # the runs (logits included) go through a file too: sent whole, they would fill the pipe and keep
-        # this process from ending until the caller reads them
-        answer = job.with_name("runs.pickle")
-        answer.write_bytes(pickle.dumps(_export_formats(formats, work, None, threads=1, worker=True)))
-        results.send(answer)
-    except EdgeCNNError as exc:
-        results.send(exc)
-    except KeyboardInterrupt:
-        pass  # the caller interrupted it and is not listening
-    except Exception as exc:  # sent as one line: the converters' own exception types may not pickle
-        results.send(one_line_error(f"{PARALLEL_FORMAT} export failed ({type(exc).__name__})", exc))
-    finally:
-        results.close()
 
 
 def _cores() -> int:
