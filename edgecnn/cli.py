@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
@@ -20,6 +22,7 @@ from edgecnn.data.augment import DEFAULT_AUGMENT
 from edgecnn.data.datasets import BUILT_IN
 from edgecnn.errors import EdgeCNNError
 from edgecnn.export.pipeline import STATUS_RULE
+from edgecnn.runtime.base import VERBOSE_ENV, third_party_output_wanted
 from edgecnn.runtime.targets import TARGETS
 from edgecnn.train.config import LossName, OptimizerName, SchedulerName
 
@@ -61,11 +64,45 @@ def _root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
     ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Also show the converters' and runtimes' own log lines (TensorFlow/absl, oneDNN, NNCF, OpenVINO, "
+            "XNNPACK, deprecation warnings), kept off the terminal otherwise.",
+        ),
+    ] = False,
 ) -> None:
     """Classic CNNs to edge devices: build, train, quantize, export and benchmark.
 
-    Set EDGECNN_DEBUG=1 to see tracebacks.
+    Set EDGECNN_DEBUG=1 to see tracebacks (it implies --verbose).
     """
+    if verbose:
+        os.environ[VERBOSE_ENV] = "1"  # worker processes and converters imported later read it
+    _show_logs(third_party_output_wanted())
+
+
+class _ConsoleHandler(logging.Handler):
+    """Renders log records on stderr: edgecnn's own progress lines as they are, warnings marked."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = self.format(record)
+        if record.levelno >= logging.WARNING:
+            err_console.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False, soft_wrap=True)
+        else:
+            err_console.print(message, markup=False, highlight=False, soft_wrap=True)
+
+
+def _show_logs(verbose: bool) -> None:
+    """edgecnn's library modules log through ``logging``; the command line shows their INFO lines. Verbose,
+    it shows every library's INFO lines too (the root logger), and warnings through the same channel."""
+    handler = _ConsoleHandler()
+    shown = logging.getLogger() if verbose else logging.getLogger("edgecnn")
+    shown.handlers = [handler]
+    shown.setLevel(logging.INFO)
+    logging.getLogger("edgecnn").setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.captureWarnings(verbose)
 
 
 class _ListByDefault(TyperGroup):
@@ -162,15 +199,17 @@ def train(
         ),
     ] = None,
     input_size: Annotated[int | None, typer.Option(help="Square input resolution; default: the model's.")] = None,
-    epochs: Annotated[int, typer.Option(min=1)] = 30,
-    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    epochs: Annotated[int, typer.Option(min=1, help="Passes over the training split.")] = 30,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per step (per process under torchrun).")] = 64,
     optimizer: Annotated[OptimizerName, typer.Option(help="Optimizer.")] = OptimizerName.adamw,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate; default depends on the optimizer.")] = None,
-    weight_decay: Annotated[float, typer.Option(min=0.0)] = 1e-4,
+    weight_decay: Annotated[float, typer.Option(min=0.0, help="The optimizer's weight decay.")] = 1e-4,
     scheduler: Annotated[SchedulerName, typer.Option(help="Learning-rate schedule, stepped per batch.")] = (
         SchedulerName.cosine
     ),
-    label_smoothing: Annotated[float, typer.Option(min=0.0, max=0.99)] = 0.0,
+    label_smoothing: Annotated[
+        float, typer.Option(min=0.0, max=0.99, help="Cross-entropy label smoothing; 0: off.")
+    ] = 0.0,
     dropout: Annotated[float | None, typer.Option(help="Override the head's dropout.")] = None,
     freeze: Annotated[
         str,
@@ -184,7 +223,9 @@ def train(
         LossName.cross_entropy
     ),
     seed: Annotated[int, typer.Option(help="Seeds the split, the initialisation and the batch order.")] = 0,
-    val_fraction: Annotated[float, typer.Option(min=0.0, max=0.9)] = 0.15,
+    val_fraction: Annotated[
+        float, typer.Option(min=0.0, max=0.9, help="Held out to pick the best epoch (and for --early-stopping).")
+    ] = 0.15,
     test_fraction: Annotated[
         float, typer.Option(min=0.01, max=0.9, help="Ignored where the data set publishes its test split.")
     ] = 0.15,
@@ -256,7 +297,7 @@ def train(
 )
 def export_command(
     model: Annotated[str, typer.Argument(help="A model name or an edgecnn checkpoint (.pt) from `edgecnn train`.")],
-    format: Annotated[str, typer.Option("--format", help="Comma-separated formats, or 'all'.")] = "all",
+    formats: Annotated[str, typer.Option("--formats", "--format", help="Comma-separated formats, or 'all'.")] = "all",
     int8: Annotated[bool, typer.Option("--int8", help="Also write int8 (static post-training) artifacts.")] = False,
     fp16: Annotated[bool, typer.Option("--fp16", help="Write fp16 artifacts (formats that support it).")] = False,
     calib: Annotated[
@@ -295,7 +336,7 @@ def export_command(
     report = export(
         ExportConfig(
             model=model,
-            formats=format,
+            formats=formats,
             int8=int8,
             fp16=fp16,
             calib=calib,
@@ -391,7 +432,7 @@ def prune_command(
         ratio=ratio,
         method=method,
         scope=scope,
-        round_to=None if round_to == 1 else round_to,
+        round_to=round_to,
         protect=protect or [],
         iterative=iterative,
         finetune_epochs=finetune_epochs,
@@ -627,12 +668,14 @@ def verify_command(
         str,
         typer.Option(help="The core qemu emulates: cortex-a72 (Raspberry Pi 4), cortex-a76 (Pi 5), cortex-a53 (Pi 3)."),
     ] = "cortex-a72",
-    interpreter: Annotated[
+    interpreters: Annotated[
         list[str] | None,
         typer.Option(
+            "--interpreters",
+            "--interpreter",
             help="The board's interpreter as NAME==VERSION, once per format: ai-edge-litert (default 1.4.0, the newest "
             "with aarch64 Linux wheels) or tflite-runtime for .tflite, onnxruntime and openvino (default: this "
-            "machine's versions)."
+            "machine's versions).",
         ),
     ] = None,
     images: Annotated[int, typer.Option(min=1, help="Images to compare on (the first of the set).")] = 32,
@@ -647,7 +690,7 @@ def verify_command(
     1 otherwise."""
     from edgecnn.bench.emulated import VerifyConfig, verify
 
-    config = VerifyConfig(artifacts, data, arch=arch, cpu=cpu, interpreters=interpreter or [], images=images)
+    config = VerifyConfig(artifacts, data, arch=arch, cpu=cpu, interpreters=interpreters or [], images=images)
     with err_console.status("preparing the emulated board") as status:
         result = verify(config, progress=lambda message: status.update(message))
     if as_json:

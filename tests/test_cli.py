@@ -1,10 +1,13 @@
 """The command line as a user runs it: a real subprocess, exit codes and output."""
 
 import json
+import os
 import subprocess
 import sys
 
 from edgecnn import __version__, count_params, list_models
+from edgecnn.runtime.base import VERBOSE_ENV
+from edgecnn.runtime.litert import NATIVE_NOISE
 from tests.conftest import build_on_meta, needs_every_format, run_cli
 
 
@@ -132,6 +135,10 @@ def test_export_and_bench_print_only_edgecnn_lines(trained_lenet, tmp_path):
     for done in (exported, measured):
         noise = [line for line in done.stderr.splitlines() if any(word in line for word in THIRD_PARTY_NOISE)]
         assert not noise, noise
+    # what was kept off the terminal is there for the asking
+    verbose = run_cli("--verbose", "bench", artifacts[2], "--runs", "5")
+    assert verbose.returncode == 0, verbose.stderr
+    assert "XNNPACK delegate" in verbose.stderr
 
 
 def test_the_native_log_filter_keeps_what_is_not_noise():
@@ -145,3 +152,6 @@ def test_the_native_log_filter_keeps_what_is_not_noise():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.stdout == "done\n"
     assert done.stderr == "ERROR: Didn't find op for builtin opcode\n"
+    verbose = {**os.environ, VERBOSE_ENV: "1"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=verbose)
+    assert done.stderr.splitlines() == [NATIVE_NOISE[0], "ERROR: Didn't find op for builtin opcode"]

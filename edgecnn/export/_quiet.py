@@ -9,10 +9,16 @@ import logging
 import warnings
 from collections.abc import Iterator
 
+from edgecnn.runtime.base import third_party_output_wanted
+
 
 @contextlib.contextmanager
 def quiet(*logger_names: str) -> Iterator[None]:
-    """Swallow stdout, Future/Deprecation warnings and the named loggers below ERROR."""
+    """Swallow stdout, Future/Deprecation warnings and the named loggers below ERROR, unless the user asked
+    to see them (``edgecnn --verbose``)."""
+    if third_party_output_wanted():
+        yield
+        return
     loggers = [logging.getLogger(name) for name in logger_names]
     levels = [logger.level for logger in loggers]
     for logger in loggers:

@@ -24,15 +24,16 @@ from edgecnn._io import atomic_path
 from edgecnn.export._formats import HISTOGRAM_STRIDE, PERCENTILE_TAIL, Int8Job
 from edgecnn.export._quiet import quiet
 from edgecnn.models.layers import SqueezeExcitation
-from edgecnn.runtime.base import METADATA_KEY
+from edgecnn.runtime.base import METADATA_KEY, third_party_output_wanted
 from edgecnn.runtime.metadata import ArtifactMetadata, Quantization
 from edgecnn.runtime.targets import Target
 
 # The converter's C++ side logs through TensorFlow's and glog's channels, read once at import. Importing
 # litert-torch also logs, past TF_CPP_MIN_LOG_LEVEL, that TensorFlow's oneDNN custom operations are on;
 # with them off it does not (the artifacts are verified either way).
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("GLOG_minloglevel", "2")
+if not third_party_output_wanted():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 # torch.utils._pytree warns, on torchao's import, about how torchao registers one of its types
 _LOGGERS = ("litert_torch", "absl", "torchao", "jax", "torch.utils._pytree")

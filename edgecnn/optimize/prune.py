@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import logging
 import time
 import zlib
 from collections.abc import Callable
@@ -26,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
 from torch import nn
 
 from edgecnn import __version__
@@ -41,7 +41,7 @@ SCHEMA_VERSION = 1
 METHODS = ("l1", "l2", "taylor")
 SCOPES = ("per-layer", "global")
 TAYLOR_BATCHES = 8  # of the training split, for the gradients Taylor importance needs
-console = Console(stderr=True)
+log = logging.getLogger(__name__)
 
 
 class PruneError(EdgeCNNError):
@@ -54,7 +54,7 @@ class PruneConfig:
     ratio: float = 0.3  # of the channels (structured) or of the weights (unstructured)
     method: str = "l1"
     scope: str = "per-layer"
-    round_to: int | None = 8  # keep channel counts multiples of this (the int8 kernels' vector width)
+    round_to: int | None = 8  # keep channel counts multiples of this (the int8 kernels' vector width); 1, None: off
     protect: list[str] = field(default_factory=list)  # more layers to keep whole, beside stem and classifier
     iterative: int = 2  # prune → fine-tune steps that reach the ratio together
     finetune_epochs: int = 10  # after each step; 0: none
@@ -68,6 +68,8 @@ class PruneConfig:
     def __post_init__(self) -> None:
         self.output = Path(self.output)
         self.protect = list(self.protect)
+        if self.round_to == 1:  # rounds nothing: off, the same whether a recipe or --round-to says 1 or null
+            self.round_to = None
         checks = [
             (0 < self.ratio < 1, f"ratio must be between 0 and 1 (exclusive), got {self.ratio}"),
             (self.method in METHODS, f"unknown method {self.method!r}; valid: {', '.join(METHODS)}"),
@@ -237,7 +239,7 @@ def prune(config: PruneConfig, progress: bool = True) -> PruneReport:
         done, target = config.ratio * (step - 1) / config.iterative, config.ratio * step / config.iterative
         if progress:
             what = "weights" if config.unstructured else "channels"
-            console.print(f"step {step}/{config.iterative}: removing {target:.0%} of the {what} in all")
+            log.info(f"step {step}/{config.iterative}: removing {target:.0%} of the {what} in all")
         if config.unstructured:
             prune_unstructured(current.model, target, protected)
         else:

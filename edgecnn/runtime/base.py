@@ -7,6 +7,7 @@ numpy and the runtime itself: they are what ``edgecnn bench --remote`` ships to 
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,14 @@ from edgecnn.runtime.metadata import ArtifactMetadata
 METADATA_KEY = "edgecnn"  # the name under which every format stores edgecnn's metadata
 DEVICES = ("cpu", "gpu")
 PRECISIONS = ("f32", "bf16", "fp16")
+#: ``edgecnn --verbose`` sets it (as does EDGECNN_DEBUG=1): the converters' and runtimes' own log lines then
+#: reach the terminal. An environment variable, so worker processes and the device runner see it too.
+VERBOSE_ENV = "EDGECNN_VERBOSE"
+
+
+def third_party_output_wanted() -> bool:
+    """Whether the user asked to see the converters' and runtimes' own log lines."""
+    return os.environ.get(VERBOSE_ENV) == "1" or os.environ.get("EDGECNN_DEBUG") == "1"
 
 
 class Runner(Protocol):

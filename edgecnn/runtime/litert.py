@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from edgecnn.errors import EdgeCNNError
-from edgecnn.runtime.base import METADATA_KEY, load_error, pinned_precision_unsupported
+from edgecnn.runtime.base import METADATA_KEY, load_error, pinned_precision_unsupported, third_party_output_wanted
 from edgecnn.runtime.metadata import ArtifactMetadata
 
 INTERPRETERS = (
@@ -150,6 +150,9 @@ NATIVE_NOISE = ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",)
 def native_log_without(noise: tuple[str, ...]) -> Iterator[None]:
     """The runtime's C++ log goes to file descriptor 2, past Python's ``sys.stderr``: catch it there and
     pass on every line but ``noise`` (errors and warnings still reach the user, after the block)."""
+    if third_party_output_wanted():
+        yield
+        return
     try:
         fd = sys.stderr.fileno()
     except (AttributeError, OSError, ValueError):  # no file behind sys.stderr: nothing native to catch

@@ -275,7 +275,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     best_accuracy, best_epoch, stale, interrupted = -1.0, 0, 0, False
     if world.is_main:
         output.mkdir(parents=True, exist_ok=True)
-        console.print(
+        log.info(
             f"training {meta.name} on {source.name}: {len(datasets['train'])} train / {len(datasets['val'])} val / "
             f"{len(datasets['test'])} test images, {len(source.classes)} classes, input {preprocessing.input_shape}, "
             f"{sum(p.numel() for p in trainable):,} trainable parameters, {device}"
@@ -316,15 +316,15 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
                     save_checkpoint(output / "last.pt", model, **sections, metrics=metrics)
                     if improved:
                         save_checkpoint(output / "best.pt", model, **sections, metrics=metrics)
-                    console.print(_epoch_line(record, config.epochs, improved))
+                    log.info(_epoch_line(record, config.epochs, improved))
                 if config.early_stopping and stale >= config.early_stopping:
                     if world.is_main:
-                        console.print(f"early stopping: no better validation accuracy for {stale} epochs")
+                        log.info(f"early stopping: no better validation accuracy for {stale} epochs")
                     break
     except KeyboardInterrupt:
         interrupted = True
         if world.is_main:
-            console.print(f"interrupted; keeping the last complete checkpoints in {output}")
+            log.warning(f"interrupted; keeping the last complete checkpoints in {output}")
         if not history:
             raise
 
@@ -356,7 +356,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         from edgecnn.train.plot import plot_curves
 
         plot_curves(history, output / "curves.png", title=f"{meta.name} on {source.name}")
-        console.print(
+        log.info(
             f"best epoch {best_epoch}: val {best_accuracy:.2f}%, test {result.test_accuracy:.2f}% "
             f"on {result.test_images} held-out images → {output / 'best.pt'}"
         )
