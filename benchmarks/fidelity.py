@@ -1,8 +1,8 @@
 """Are edgecnn's latency figures right? Side by side with the runtimes' own tools, a bare loop, and SSH.
 
 1. OpenVINO: ``edgecnn bench`` p50 against ``benchmark_app`` (sync API, 1 stream, 1 request, same
-   threads and iterations) on the same IR, both computing in f32: left to choose, the two picked different
-   precisions on a CPU with AMX (bf16 in edgecnn's runner, 0.72× benchmark_app's time). target: within ±5%
+   threads and iterations) on the same IR, both pinned to f32: left to their defaults on a CPU with AMX and
+   AVX512-BF16, edgecnn's p50 was 0.72× benchmark_app's for fp32 and 1.13× for int8.  target: within ±5%
 2. LiteRT: against ``litert-benchmark`` (ai-edge-litert's own tool) on the same .tflite.  target: ±5%
 3. Harness overhead: ``edgecnn bench`` against a bare ``perf_counter`` loop around the runtime's own call
    (onnxruntime), blocks alternated in one process.               target: <= 2% or <= 20 µs
