@@ -14,11 +14,21 @@ from edgecnn.bench.measure import environment
 
 
 def commit() -> str:
-    """The short commit, with ``+changes`` when tracked files differ from it; ``unknown`` outside a clone
-    (a copy of the tree on a lent machine), so the results file says so instead of failing the run."""
+    """The short commit, with ``+changes`` when tracked files other than results differ from it; ``unknown``
+    outside a clone (a copy of the tree on a lent machine), so the results file says so instead of failing."""
     try:
         result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+        # results files are what benchmarks write: one benchmark's output does not make the next one's code dirty
+        status = [
+            "git",
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+            "--",
+            ":(top)",
+            ":(top,exclude)benchmarks/results",
+        ]
+        dirty = subprocess.run(status, capture_output=True, text=True)
     except FileNotFoundError:
         return "unknown"
     if result.returncode != 0:
