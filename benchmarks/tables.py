@@ -43,8 +43,17 @@ def machine_text(machine: dict[str, Any]) -> str:
     return f"{machine.get('cpu_model', 'unknown CPU')} ({described}), {machine.get('cores')} cores"
 
 
+def load_results(name: str) -> dict[str, Any]:
+    return json.loads((RESULTS / f"{name}.json").read_text())
+
+
+def results_link(name: str, document: Path) -> str:
+    """The path of results file ``name`` as ``document`` links it."""
+    return os.path.relpath(RESULTS / f"{name}.json", document.parent)
+
+
 def provenance_line(name: str, results: dict[str, Any], document: Path) -> str:
-    link = os.path.relpath(RESULTS / f"{name}.json", document.parent)
+    link = results_link(name, document)
     return (
         f"*`{results['command']}` at commit {results['commit']}, {results['date'][:10]}, on "
         f"{machine_text(results['machine'])}; figures from [`benchmarks/results/{name}.json`]({link}).*"
@@ -373,9 +382,9 @@ SUMMARY_BLOCK = "summary"
 def summary(document: Path) -> str:
     rows = []
     for what, name, figure, page in SUMMARY:
-        results = json.loads((RESULTS / f"{name}.json").read_text())
+        results = load_results(name)
         link = os.path.relpath(ROOT / page, document.parent)
-        measured = f"[{results['commit']}]({os.path.relpath(RESULTS / f'{name}.json', document.parent)}), "
+        measured = f"[{results['commit']}]({results_link(name, document)}), "
         rows.append([f"[{what}]({link})", figure(results), measured + machine_text(results["machine"])])
     return "\n".join(table(["result", "measured", "commit, CPU"], rows)) + "\n"
 
@@ -384,7 +393,7 @@ def render(name: str, document: Path) -> str:
     """The block for results file ``name`` in ``document``: where it was measured, then its table."""
     if name == SUMMARY_BLOCK:
         return summary(document)
-    results = json.loads((RESULTS / f"{name}.json").read_text())
+    results = load_results(name)
     return "\n".join([provenance_line(name, results, document), "", *RENDERERS[name](results)]) + "\n"
 
 
