@@ -467,7 +467,11 @@ def bench_command(
     device: DeviceOption = "cpu",
     threads: Annotated[int | None, typer.Option(min=1, help="Threads per runtime (default: its own).")] = None,
     batch: Annotated[int, typer.Option(min=1, help="Images per call.")] = 1,
-    warmup: Annotated[int, typer.Option(min=0, help="Untimed calls per artifact first.")] = 10,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed calls per artifact first, at least.")] = 10,
+    max_warmup: Annotated[
+        float, typer.Option(min=0, help="Then warm up until the median latency settles, for at most S s (0: off).")
+    ] = 10.0,
+    cooldown: Annotated[float, typer.Option(min=0, help="Seconds idle after loading, before the warm-up.")] = 0.0,
     runs: Annotated[int | None, typer.Option(min=1, help="Timed calls per artifact (default 100).")] = None,
     min_time: Annotated[
         float | None, typer.Option(min=0.01, help="Instead of --runs: time the rounds for at least S seconds.")
@@ -475,6 +479,12 @@ def bench_command(
     mode: Annotated[str, typer.Option(help="latency, or throughput (adds parallel requests, one per core).")] = (
         "latency"
     ),
+    profile: Annotated[
+        bool,
+        typer.Option(
+            "--profile", help="Also profile each artifact per op (after timing) and say why int8 is not faster."
+        ),
+    ] = False,
     precision: Annotated[
         str | None, typer.Option(help="Pin the compute precision: f32, bf16 or fp16 (OpenVINO, PyTorch).")
     ] = None,
@@ -510,9 +520,12 @@ def bench_command(
         precision=precision,
         batch=batch,
         warmup=warmup,
+        max_warmup=max_warmup,
+        cooldown=cooldown,
         runs=runs,
         min_time=min_time,
         mode=mode,
+        profile=profile,
         data=data,
         remote=remote,
         remote_python=remote_python,
@@ -535,6 +548,84 @@ def bench_command(
             console.print(str(path))
     if any(host.error for host in result.hosts):
         raise typer.Exit(1)
+
+
+@app.command("tune")
+def tune_command(
+    model: Annotated[str, typer.Argument(help="A checkpoint (.pt) or a registered model name.")],
+    device: Annotated[
+        str, typer.Option(help="Where it will run: local (this machine) or [USER@]HOST, measured over SSH.")
+    ] = "local",
+    max_drop: Annotated[
+        float, typer.Option(min=0, help="Top-1 points the chosen artifact may lose against the unpruned fp32 model.")
+    ] = 0.5,
+    prune: Annotated[
+        str, typer.Option(help="Comma-separated pruning ratios to try (0: the model as it is), e.g. 0,0.3,0.5.")
+    ] = "0",
+    formats: Annotated[str, typer.Option(help="Comma-separated formats (onnx, openvino, tflite) or all.")] = "all",
+    threads: Annotated[str, typer.Option(help="Comma-separated thread counts to try, e.g. 1,2,4.")] = "1",
+    data: Annotated[
+        str | None,
+        typer.Option(help=f"Labelled images: {DATA_NAMES} or a folder; default: the checkpoint's training data."),
+    ] = None,
+    finetune_epochs: Annotated[
+        int, typer.Option(min=0, help="Fine-tuning epochs after each pruning step; 0: none.")
+    ] = 10,
+    weights: Annotated[str | None, typer.Option(help=PUBLISHED_WEIGHTS_HELP)] = None,
+    input_size: Annotated[int | None, typer.Option(min=8, help="Square input resolution (model names only).")] = None,
+    target: Annotated[str, typer.Option(help=TARGET_HELP)] = "auto",
+    runs: Annotated[int, typer.Option(min=1, help="Timed calls per candidate.")] = 100,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed calls per candidate first.")] = 10,
+    remote_python: Annotated[str, typer.Option(help="Python 3 on the device (with numpy and a runtime).")] = (
+        "python3"
+    ),
+    ssh_config: Annotated[Path | None, typer.Option(help="An ssh_config file to use instead of ~/.ssh/config.")] = None,
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds each remote measurement may take.")] = 600,
+    output: Annotated[
+        Path, typer.Option(help="Folder for the candidates, tune.json, pareto.png and deploy/ (artifact + card).")
+    ] = Path("runs/tune"),
+    as_json: JsonFlag = False,
+) -> None:
+    """The fastest artifact for a device within an accuracy budget, with its deployment card.
+
+    Exports every candidate (formats × fp32/int8 × pruning ratios), measures each on the device at each
+    thread count (interleaved), and picks the fastest whose top-1 drop on the held-out images is within
+    --max-drop. Writes deploy/ (the artifact and DEPLOYMENT.md), tune.json and pareto.png.
+    """
+    from edgecnn.bench.tune import TuneConfig, tune
+
+    config = TuneConfig(
+        model=model,
+        device=device,
+        max_drop=max_drop,
+        prune=prune,
+        formats=formats,
+        threads=threads,
+        data=data,
+        finetune_epochs=finetune_epochs,
+        weights=weights,
+        input_size=input_size,
+        target=target,
+        runs=runs,
+        warmup=warmup,
+        remote_python=remote_python,
+        ssh_config=ssh_config,
+        timeout=timeout,
+        output=output,
+    )
+    report = tune(config)
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return
+    chosen = report.chosen
+    console.print(
+        f"chosen: {Path(chosen.artifact).name} ({chosen.label}, {chosen.runtime}): p50 {chosen.p50_ms:.3f} ms, "
+        f"top-1 {chosen.top1:.2f}% (drop {chosen.drop:.2f})",
+        highlight=False,
+    )
+    console.print(f"why: {report.why}", highlight=False)
+    for path in [*report.deployed, output / "deploy" / "DEPLOYMENT.md", output / "pareto.png"]:
+        console.print(str(path), highlight=False)
 
 
 @app.command("eval")

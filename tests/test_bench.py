@@ -1,6 +1,7 @@
 """The benchmarker on this machine: statistics, interleaving, accuracy from the artifacts' own metadata,
 reports, and one-line errors."""
 
+import itertools
 import json
 import math
 import os
@@ -8,6 +9,7 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +17,18 @@ import pytest
 
 from edgecnn.bench.benchmark import BenchConfig, bench, evaluate
 from edgecnn.bench.device import Job, accuracy
-from edgecnn.bench.measure import latency_stats, parallel_throughput, time_interleaved
-from edgecnn.bench.report import markdown, notes, pareto_front, write_report
+from edgecnn.bench.measure import (
+    WARMUP_WINDOW,
+    WARMUP_WINDOW_S,
+    DeviceState,
+    governors,
+    latency_stats,
+    parallel_throughput,
+    throttle_flags,
+    time_interleaved,
+    warm_up,
+)
+from edgecnn.bench.report import condition_notes, markdown, pareto_front, write_report
 from edgecnn.errors import EdgeCNNError
 from tests.conftest import artifact_path, run_cli
 
@@ -34,7 +46,8 @@ def test_statistics_on_known_samples():
 def test_calls_are_interleaved_after_warmup():
     order: list[str] = []
     calls = [lambda name=name: order.append(name) for name in "ABC"]
-    samples = time_interleaved(calls, warmup=2, runs=3, min_time=None)
+    assert warm_up(calls, minimum=2, max_seconds=0).stable is None
+    samples = time_interleaved(calls, runs=3, min_time=None)
     assert "".join(order) == "ABC" * 5
     assert [len(s) for s in samples] == [3, 3, 3]
     assert all(t >= 0 for s in samples for t in s)
@@ -42,10 +55,117 @@ def test_calls_are_interleaved_after_warmup():
 
 def test_min_time_runs_rounds_for_that_long():
     started = time.perf_counter()
-    samples = time_interleaved([lambda: None, lambda: threading.Event().wait(0.002)], 0, None, 0.1)
+    samples = time_interleaved([lambda: None, lambda: threading.Event().wait(0.002)], None, 0.1)
     assert 0.1 <= time.perf_counter() - started < 0.5
     assert len(samples[0]) == len(samples[1]) >= 10
     assert sum(samples[1]) >= 0.08  # the timed calls are nearly all of it
+
+
+def test_bootstrap_interval_holds_the_percentile_narrows_with_more_calls_and_is_reproducible():
+    calls = np.random.default_rng(7).gamma(4, 0.5e-3, 5000)  # skewed, as latency is
+    few, many = latency_stats(calls[:50]), latency_stats(calls)
+    for stats in (few, many):
+        assert stats.p50_ci_ms[0] < stats.p50_ms < stats.p50_ci_ms[1]
+        assert stats.p90_ci_ms[0] < stats.p90_ms < stats.p90_ci_ms[1]
+    width = [stats.p50_ci_ms[1] - stats.p50_ci_ms[0] for stats in (few, many)]
+    assert width[1] < width[0] / 4  # a hundred times the calls: about a tenth of the width
+    assert latency_stats(calls[:50]) == few  # a fixed seed: the same calls, the same interval
+
+
+def test_run_to_run_variation_sees_drift_that_the_interval_does_not():
+    steady = [1e-3 * (1 + 0.01 * (i % 7)) for i in range(100)]
+    drifting = [1e-3 * (1 + i // 20 * 0.1) for i in range(100)]  # each fifth of the run 10% slower
+    assert latency_stats(steady).run_to_run_cv_pct < 1
+    assert latency_stats(drifting).run_to_run_cv_pct > 10
+    assert latency_stats(steady[:9]).run_to_run_cv_pct is None  # under two calls per block
+
+
+def sleeper(milliseconds: Callable[[int], float]) -> Callable[[], None]:
+    """A call that takes ``milliseconds(i)`` on its i-th call."""
+    count = itertools.count()
+    return lambda: time.sleep(milliseconds(next(count)) / 1e3)
+
+
+#: a call this long makes every warm-up window exactly WARMUP_WINDOW calls (its time floor is then passed)
+SLOWEST_MS = 1.2 * WARMUP_WINDOW_S / WARMUP_WINDOW * 1e3
+
+
+def test_warm_up_goes_on_until_the_latency_settles():
+    window = WARMUP_WINDOW
+    decaying = sleeper(lambda i: SLOWEST_MS * max(1, 8 / 2 ** (i // window)))  # windows of 8, 4, 2, 1, 1 … × SLOWEST
+    warmup = warm_up([decaying], minimum=0, max_seconds=5)
+    assert warmup.stable is True
+    assert 5 * window <= warmup.calls <= 8 * window  # not before the drop has ended
+
+
+def test_warm_up_that_never_settles_stops_at_its_limit_and_says_so():
+    alternating = sleeper(lambda i: SLOWEST_MS * (1 if i // WARMUP_WINDOW % 2 else 3))
+    warmup = warm_up([alternating], minimum=3, max_seconds=0.3)
+    assert warmup.stable is False and 0.3 <= warmup.seconds < 1.5
+    assert (warmup.calls - 3) % WARMUP_WINDOW == 0 and warmup.calls > 3
+
+
+def test_warm_up_windows_of_fast_calls_last_long_enough_for_a_steady_median():
+    warmup = warm_up([lambda: None], minimum=0, max_seconds=1)
+    assert warmup.calls > 10 * WARMUP_WINDOW  # 50 ms of calls that take well under a microsecond
+
+
+def test_throttle_bits_in_words():
+    assert throttle_flags("0x0") == []
+    assert throttle_flags("0x50005") == [
+        "under-voltage now",
+        "throttled now",
+        "under-voltage since boot",
+        "throttled since boot",
+    ]
+    assert throttle_flags("0x80008") == ["soft temperature limit now", "soft temperature limit since boot"]
+    assert throttle_flags("0x20000") == ["ARM frequency capped since boot"]
+    assert throttle_flags(None) == throttle_flags("error") == []
+
+
+def test_governors_of_every_cpu_from_sysfs(tmp_path):
+    assert governors(tmp_path) is None  # no cpufreq: a container or a VM
+    (tmp_path / "cpuidle").mkdir()
+    for cpu, governor in (("cpu0", "ondemand"), ("cpu1", "ondemand"), ("cpu4", "performance")):
+        (tmp_path / cpu / "cpufreq").mkdir(parents=True)
+        (tmp_path / cpu / "cpufreq" / "scaling_governor").write_text(governor + "\n")
+    assert governors(tmp_path) == "ondemand,performance"
+
+
+def conditions(before: DeviceState, after: DeviceState, stable: bool | None = True) -> dict:
+    warmup = {"calls": 40, "seconds": 10.0, "stable": stable}
+    return {"state_before": before.to_dict(), "state_after": after.to_dict(), "warmup": warmup}
+
+
+def test_condition_notes_say_what_makes_figures_untrustworthy_and_nothing_unknown():
+    unknown = DeviceState(None, None, None)
+    assert condition_notes(conditions(unknown, unknown, None)) == []
+    assert condition_notes({}) == []  # a result from before these were recorded
+    pinned = DeviceState("performance", 45.0, "0x50000")  # throttled once, before this run
+    assert condition_notes(conditions(pinned, DeviceState("performance", 49.0, "0x50000"))) == []
+    (governor,) = condition_notes(conditions(DeviceState("ondemand", None, None), unknown))
+    assert "ondemand, not performance" in governor and "cpupower frequency-set -g performance" in governor
+    (throttled,) = condition_notes(conditions(DeviceState(None, None, "0x0"), DeviceState(None, None, "0x50004")))
+    assert "throttled now, under-voltage during the run, throttled during the run" in throttled
+    assert "0x0 → 0x50004" in throttled
+    (hot,) = condition_notes(conditions(DeviceState(None, 45.0, None), DeviceState(None, 52.5, None)))
+    assert "from 45 to 52.5 °C" in hot
+    (unsettled,) = condition_notes(conditions(unknown, unknown, False))
+    assert "not settled after 40 warm-up calls" in unsettled and "--max-warmup" in unsettled
+
+
+def test_bench_cools_down_then_reports_the_state_warm_up_and_intervals(lenet_artifacts):
+    path = artifact_path(lenet_artifacts, "onnx", "int8")
+    started = time.perf_counter()
+    report = bench(BenchConfig([path], runs=30, warmup=2, max_warmup=3, cooldown=2.0))
+    assert time.perf_counter() - started >= 2.0  # LeNet's 30 calls and warm-up take a fraction of that
+    environment, (result,) = report.hosts[0].environment, report.hosts[0].results
+    assert environment["cooldown_s"] == report.method["cooldown_s"] == 2.0
+    assert set(environment["state_before"]) == set(environment["state_after"]) >= {"governor", "throttling"}
+    assert environment["warmup"]["calls"] >= 2 + WARMUP_WINDOW and environment["warmup"]["stable"] in (True, False)
+    stats = result["latency"]
+    assert stats["p50_ci_ms"][0] <= stats["p50_ms"] <= stats["p50_ci_ms"][1] and stats["run_to_run_cv_pct"] >= 0
+    assert "cool-down 2 s" in markdown(report) and "±95%" in markdown(report)
 
 
 def test_parallel_throughput_counts_every_worker():
@@ -127,25 +247,6 @@ def test_throughput_mode_adds_parallel_requests(lenet_artifacts):
     report = bench(BenchConfig([path], runs=5, warmup=1, mode="throughput"))
     parallel = report.hosts[0].results[0]["parallel"]
     assert parallel["workers"] == os.cpu_count() and parallel["throughput_ips"] > 0
-
-
-def test_int8_not_faster_than_fp32_is_said():
-    from edgecnn.bench.benchmark import BenchReport, HostResult
-
-    def result(precision: str, p50: float) -> dict:
-        return {
-            "artifact": f"m_{precision}.onnx",
-            "model": "m",
-            "runtime": "onnxruntime",
-            "notes": [],
-            "artifact_precision": precision,
-            "latency": {"p50_ms": p50},
-        }
-
-    slower = BenchReport({}, [HostResult("pi", results=[result("fp32", 10.0), result("int8", 12.0)])])
-    assert any("int8 is not faster than fp32" in line for line in notes(slower))
-    faster = BenchReport({}, [HostResult("pi", results=[result("fp32", 10.0), result("int8", 4.0)])])
-    assert notes(faster) == []
 
 
 def test_cli_bench_prints_a_table_within_80_columns(lenet_artifacts, tmp_path):

@@ -24,6 +24,7 @@ from edgecnn.bench.benchmark import BenchConfig, evaluate
 from edgecnn.bench.diff import DiffConfig
 from edgecnn.bench.emulated import VerifyConfig
 from edgecnn.bench.gate import GateConfig
+from edgecnn.bench.tune import TuneConfig
 from edgecnn.cli import app
 from edgecnn.export.pipeline import ExportConfig
 from edgecnn.optimize.prune import PruneConfig
@@ -40,6 +41,7 @@ PAIRS: dict[str, Callable[..., Any]] = {
     "diff": DiffConfig,
     "verify": VerifyConfig,
     "check": GateConfig,
+    "tune": TuneConfig,
 }
 
 #: commands that hand their options to no stage config, each with the reason

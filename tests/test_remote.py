@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from edgecnn.bench.benchmark import BenchConfig, bench
+from edgecnn.bench.tune import TuneConfig, tune
 from edgecnn.errors import EdgeCNNError
 from tests.conftest import artifact_path, run_cli
 from tests.loopback_ssh import device_python, free_port, loopback_ssh
@@ -41,10 +42,18 @@ def test_the_device_python_is_an_old_stack_without_edgecnn(device):
 
 def test_remote_benchmark_returns_the_device_figures_and_accuracy(ssh, device, lenet_artifacts):
     paths = [artifact_path(lenet_artifacts, "tflite", p) for p in ("fp32", "int8")]
-    report = bench(remote_config(ssh, device, paths, runs=30, threads=1, data="digits"))
+    report = bench(remote_config(ssh, device, paths, runs=30, threads=1, data="digits", cooldown=0.5))
     (host,) = report.hosts
     assert host.host == ssh.alias and host.error is None
     assert host.environment["numpy"].startswith("1.") and host.environment["threads"] == 1
+    before, after, warmup = (host.environment[key] for key in ("state_before", "state_after", "warmup"))
+    assert set(before) == set(after) == {"governor", "temperature_c", "throttled", "throttling"}
+    assert host.environment["cooldown_s"] == 0.5 and warmup["calls"] >= 10 and warmup["stable"] in (True, False)
+    for result in host.results:  # the interval and the variation, computed on the device by numpy 1.x
+        stats = result["latency"]
+        assert stats["p50_ci_ms"][0] <= stats["p50_ms"] <= stats["p50_ci_ms"][1]
+        assert stats["p90_ci_ms"][0] <= stats["p90_ms"] <= stats["p90_ci_ms"][1]
+        assert stats["run_to_run_cv_pct"] >= 0
     fp32, int8 = host.results
     assert [r["artifact"] for r in host.results] == [str(p) for p in paths]
     assert {r["interpreter"] for r in host.results} == {"tflite-runtime"}
@@ -111,3 +120,22 @@ def test_cli_remote_prints_the_device_table(ssh, device, lenet_artifacts):
     done = run_cli(*args, "--runs", "5")
     assert done.returncode == 0, done.stderr
     assert f"{ssh.alias}:" in done.stdout and "lenet5_int8.tflite" in done.stdout
+
+
+@pytest.mark.needs("tflite")
+def test_tune_measures_on_the_device_and_names_its_interpreter_in_the_card(ssh, device, trained_lenet, tmp_path):
+    config = TuneConfig(
+        str(trained_lenet),
+        device=ssh.alias,
+        formats="tflite",
+        remote_python=device,
+        ssh_config=ssh.config,
+        runs=10,
+        output=tmp_path / "tune",
+    )
+    report = tune(config)
+    assert {c.interpreter for c in report.candidates} == {"tflite-runtime"}  # the device's, not this machine's
+    assert report.environment["numpy"].startswith("1.") and report.device == ssh.alias
+    assert report.chosen.drop is not None and report.chosen.drop <= config.max_drop
+    card = (tmp_path / "tune/deploy/DEPLOYMENT.md").read_text()
+    assert f"on {ssh.alias}" in card and "(tflite-runtime)" in card

@@ -21,6 +21,16 @@ import numpy as np
 from edgecnn import __version__
 from edgecnn._threads import torch_threads
 from edgecnn.bench.device import ArtifactJob, Job, accuracy, run_job
+from edgecnn.bench.diagnosis import diagnose_host
+from edgecnn.bench.measure import (
+    BLOCKS,
+    BOOTSTRAP_RESAMPLES,
+    BOOTSTRAP_SEED,
+    CONFIDENCE,
+    STABLE_WITHIN,
+    WARMUP_WINDOW,
+    WARMUP_WINDOW_S,
+)
 from edgecnn.bench.remote import Host, read_fleet, run_remote
 from edgecnn.data.datasets import open_source, preprocess_images
 from edgecnn.data.preprocessing import Preprocessing
@@ -49,9 +59,12 @@ class BenchConfig:
     precision: str | None = None
     batch: int = 1
     warmup: int = 10
+    max_warmup: float = 10.0
+    cooldown: float = 0.0
     runs: int | None = None  # neither runs nor min_time: 100 runs
     min_time: float | None = None
     mode: str = "latency"
+    profile: bool = False
     data: str | None = None
     remote: str | None = None
     remote_python: str = "python3"
@@ -219,9 +232,12 @@ def bench(config: BenchConfig) -> BenchReport:
             precision=config.precision,
             batch=config.batch,
             warmup=config.warmup,
+            max_warmup=config.max_warmup,
+            cooldown=config.cooldown,
             runs=config.runs,
             min_time=config.min_time,
             mode=config.mode,
+            profile=config.profile,
         )
         hosts = config.hosts
         if not hosts:  # here the artifacts are read where they are; only a device needs the staged names
@@ -250,9 +266,11 @@ def _on_host(host: Host, job: dict[str, Any], files: dict[str, Path], config: Be
 
 
 def _host_result(host: str, outcome: dict[str, Any], artifacts: list[Path]) -> HostResult:
-    """A job's outcome under the user's artifact paths (the job itself only knew artifact_0, artifact_1, …)."""
+    """A job's outcome under the user's artifact paths (the job itself only knew artifact_0, artifact_1, …), with
+    a diagnosis on each int8 result that is not faster than its fp32 sibling."""
     for result, path in zip(outcome["results"], artifacts, strict=True):
         result["artifact"] = str(path)
+    diagnose_host(outcome["results"], outcome["environment"])
     return HostResult(host, outcome["environment"], outcome["results"], outcome["process_peak_rss_mb"])
 
 
@@ -292,8 +310,17 @@ def _method(config: BenchConfig) -> dict[str, Any]:
         "precision": config.precision or "runtime default",
         "batch": config.batch,
         "warmup": config.warmup,
+        "max_warmup_s": config.max_warmup,
+        "warmup_until": (
+            f"each artifact's median over a window (≥ {WARMUP_WINDOW} rounds, ≥ {WARMUP_WINDOW_S:g} s) "
+            f"is within {STABLE_WITHIN:.0%} of the last"
+        ),
+        "cooldown_s": config.cooldown,
+        "intervals": f"{CONFIDENCE:.0%} percentile bootstrap, {BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}",
+        "run_to_run": f"CV of the medians of {BLOCKS} consecutive blocks of the timed calls",
         "runs": config.runs,
         "min_time_s": config.min_time,
         "mode": config.mode,
+        "profile": config.profile,
         "data": config.data,
     }

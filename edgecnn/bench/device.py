@@ -18,13 +18,16 @@ from typing import Any
 import numpy as np
 
 from edgecnn.bench.measure import (
+    device_state,
     environment,
     latency_stats,
     parallel_throughput,
     peak_resident_mb,
     resident_mb,
     time_interleaved,
+    warm_up,
 )
+from edgecnn.bench.profile import profile_artifact
 from edgecnn.errors import EdgeCNNError
 from edgecnn.runtime.base import Runner, artifact_size, one_line_error, open_runner, run_in_batches
 from edgecnn.runtime.metadata import ArtifactMetadata
@@ -51,18 +54,21 @@ class Job:
     precision: str | None = None
     batch: int = 1
     warmup: int = 10
+    max_warmup: float = 10.0  # seconds of warm-up windows past ``warmup`` until the latency settles
+    cooldown: float = 0.0  # seconds idle between loading and warming up, for a board to cool down
     runs: int | None = 100
     min_time: float | None = None
     mode: str = "latency"
     workers: int | None = None  # parallel requests in throughput mode (default: one per core)
     throughput_seconds: float = 3.0
     keep_samples: bool = True
+    profile: bool = False  # a per-op profile of each artifact, after the timed calls, on its own session
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise EdgeCNNError(f"unknown mode {self.mode!r}; valid: {', '.join(MODES)}")
-        if self.batch < 1 or self.warmup < 0:
-            raise EdgeCNNError("batch must be ≥ 1 and warmup ≥ 0")
+        if self.batch < 1 or min(self.warmup, self.max_warmup, self.cooldown) < 0:
+            raise EdgeCNNError("batch must be ≥ 1 and warmup, max_warmup and cooldown ≥ 0")
         if (self.runs is None) == (self.min_time is None):
             raise EdgeCNNError("give either a number of runs or a minimum time, not both")
         if self.runs is not None and self.runs < 1:
@@ -119,7 +125,8 @@ def _call_checked(runner: Runner, path: str, call: Any) -> None:
 
 
 def run_job(job: Job, base: Path = Path(".")) -> dict[str, Any]:
-    """Load every artifact, time them interleaved, then measure throughput and accuracy."""
+    """Load every artifact, idle ``cooldown`` s, warm up, time them interleaved, then measure throughput and
+    accuracy. The device's state is read before the warm-up and after the timed calls."""
     rng = np.random.default_rng(0)
     loaded: list[_Loaded] = []
     for item in job.artifacts:
@@ -135,11 +142,22 @@ def run_job(job: Job, base: Path = Path(".")) -> dict[str, Any]:
         _call_checked(runner, item.path, call)
         first_ms = (time.perf_counter() - started) * 1e3
         loaded.append(_Loaded(item, runner, metadata, batch, call, load_seconds, first_ms, resident_mb() - before))
-    samples = time_interleaved([entry.call for entry in loaded], job.warmup, job.runs, job.min_time)
+    calls = [entry.call for entry in loaded]
+    time.sleep(job.cooldown)
+    state_before = device_state()
+    warmup = warm_up(calls, job.warmup, job.max_warmup)
+    samples = time_interleaved(calls, job.runs, job.min_time)
+    state_after = device_state()
     results = [_result(job, entry, times, base) for entry, times in zip(loaded, samples, strict=True)]
+    conditions = {
+        "cooldown_s": job.cooldown,
+        "warmup": asdict(warmup),
+        "state_before": state_before.to_dict(),
+        "state_after": state_after.to_dict(),
+    }
     return {
         "schema_version": SCHEMA_VERSION,
-        "environment": environment(job.threads),
+        "environment": {**environment(job.threads, state_after), **conditions},
         "results": results,
         "process_peak_rss_mb": peak_resident_mb(),
     }
@@ -176,6 +194,8 @@ def _result(job: Job, entry: _Loaded, times: list[float], base: Path) -> dict[st
         images = np.load(base / item.inputs)
         labels = np.load(base / item.labels)
         result["accuracy"] = accuracy(run_in_batches(runner, images, job.batch), labels)
+    if job.profile:
+        result["profile"] = profile_artifact(runner, base / item.path, entry.batch, job.threads).to_dict()
     return result
 
 

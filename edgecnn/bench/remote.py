@@ -36,6 +36,7 @@ RUNNER_MODULES = (
     "bench/__init__.py",
     "bench/measure.py",
     "bench/device.py",
+    "bench/profile.py",
 )
 RUNNER_NAME = "edgecnn-runner.pyz"
 SSH_UNREACHABLE = 255

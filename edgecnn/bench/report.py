@@ -13,6 +13,7 @@ from rich.table import Table
 
 from edgecnn._io import atomic_path, write_json
 from edgecnn.bench.benchmark import BenchReport, HostResult
+from edgecnn.bench.measure import BLOCKS
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -25,6 +26,7 @@ COLUMNS = (
     ("runtime", lambda r: r["runtime"], "{}"),
     ("prec.", lambda r: r["effective_precision"], "{}"),
     ("p50", lambda r: r["latency"]["p50_ms"], "{:.3g}"),
+    ("±95%", lambda r: p50_spread_pct(r), "{:.1f}%"),
     ("p90", lambda r: r["latency"]["p90_ms"], "{:.3g}"),
     ("p99", lambda r: r["latency"]["p99_ms"], "{:.3g}"),
     ("img/s", lambda r: (r.get("parallel") or {}).get("throughput_ips", r["throughput_ips"]), "{:.0f}"),
@@ -35,19 +37,21 @@ COLUMNS = (
 #: the terminal table leaves out what the Markdown, CSV and JSON keep, to fit 80 columns (the suffix names the runtime)
 TERMINAL_LEAVES_OUT = ("runtime", "p90", "+RSS MB", "MB")
 LEGEND = (
-    "p50/p90/p99: latency percentiles of one call in ms; ×1st: p50 over the first artifact's, measured "
+    "p50/p90/p99: latency percentiles of one call in ms; ±95%: how far the 95% bootstrap interval of p50 "
+    "reaches from it; ×1st: p50 over the first artifact's, measured "
     "interleaved; img/s: single stream (parallel requests in throughput mode); MB: artifact size; "
     "+RSS: resident memory the artifact added when loaded and first run"
 )
 CAPTION = (
-    "p50/p99: latency of one call in ms; ×1st: p50 over the first artifact's, measured interleaved; "
-    "img/s: single stream (parallel requests in throughput mode). p90, size and memory: --json, --report"
+    "p50/p99: latency of one call in ms; ±95%: p50's 95% interval; ×1st: p50 over the first artifact's, "
+    "measured interleaved; img/s: single stream (parallel requests in throughput mode). "
+    "p90, size and memory: --json, --report"
 )
 
 
 def headers(terminal: bool = False) -> list[str]:
     names = [header for header, _, _ in COLUMNS]
-    names = [*names[:4], "×1st", *names[4:]]
+    names = [*names[:5], "×1st", *names[5:]]
     return [name for name in names if not (terminal and name in TERMINAL_LEAVES_OUT)]
 
 
@@ -99,21 +103,118 @@ def tables(report: BenchReport) -> list[Table]:
     return result
 
 
+#: notes: a rise in °C during the timed calls, and a spread in % (of p50's interval, of the blocks' medians)
+TEMPERATURE_RISE_C, LOOSE_PCT = 5.0, 5.0
+PERFORMANCE_FIX = (
+    "`sudo cpupower frequency-set -g performance` (or `echo performance | sudo tee "
+    "/sys/devices/system/cpu/cpu*/cpufreq/scaling_governor`) pins it until reboot"
+)
+
+
+def p50_spread_pct(result: dict[str, Any]) -> float | None:
+    """How far p50's 95% interval reaches from it, in % of p50; None for a result from before intervals."""
+    stats = result["latency"]
+    if not stats.get("p50_ci_ms"):
+        return None
+    low, high = stats["p50_ci_ms"]
+    return max(stats["p50_ms"] - low, high - stats["p50_ms"]) / stats["p50_ms"] * 100
+
+
+def condition_notes(environment: dict[str, Any]) -> list[str]:
+    """What makes a host's figures less trustworthy: a clock left to a governor, throttling, heat, a warm-up
+    that did not settle. Silent about whatever the OS does not report (no cpufreq in a VM, no vcgencmd)."""
+    before, after = environment.get("state_before") or {}, environment.get("state_after") or {}
+    lines = []
+    governor = before.get("governor")
+    if governor and governor != "performance":
+        lines.append(
+            f"CPU governor {governor}, not performance: the clock follows the load and latency with it; "
+            + PERFORMANCE_FIX
+        )
+    was = before.get("throttling", [])
+    throttled = [flag for flag in dict.fromkeys([*was, *after.get("throttling", [])]) if flag.endswith(" now")]
+    throttled += [
+        flag.replace(" since boot", " during the run")
+        for flag in after.get("throttling", [])
+        if flag.endswith(" since boot") and flag not in was
+    ]
+    if throttled:
+        lines.append(
+            f"the firmware slowed the board: {', '.join(throttled)} (vcgencmd get_throttled "
+            f"{before.get('throttled')} → {after.get('throttled')}); check its power supply and cooling"
+        )
+    warmed, hot = before.get("temperature_c"), after.get("temperature_c")
+    if warmed is not None and hot is not None and hot - warmed > TEMPERATURE_RISE_C:
+        lines.append(
+            f"the CPU warmed from {warmed:g} to {hot:g} °C during the timed calls: later calls may be slower "
+            "(a heatsink or fan keeps it cooler; --cooldown lets it cool before a run)"
+        )
+    warmup = environment.get("warmup") or {}
+    if warmup.get("stable") is False:
+        lines.append(
+            f"the latency had not settled after {warmup['calls']} warm-up calls per artifact "
+            f"({warmup['seconds']:.1f} s): raise --max-warmup"
+        )
+    return lines
+
+
+def spread_notes(result: dict[str, Any]) -> list[str]:
+    """A p50 that is loose: a wide bootstrap interval (too few calls), or blocks of the run that disagree."""
+    lines = []
+    spread, stats = p50_spread_pct(result), result["latency"]
+    if spread is not None and spread > LOOSE_PCT:
+        low, high = stats["p50_ci_ms"]
+        lines.append(
+            f"p50 is known to ±{spread:.0f}% only (95% interval {low:.3g}–{high:.3g} ms): more --runs narrow it"
+        )
+    cv = stats.get("run_to_run_cv_pct")
+    if cv is not None and cv > LOOSE_PCT:
+        lines.append(
+            f"the median of {BLOCKS} consecutive blocks of the run varied by {cv:.0f}% (CV): the machine drifted or "
+            "was busy"
+        )
+    return lines
+
+
 def notes(report: BenchReport) -> list[str]:
-    """Where an optimisation did not pay: the runners' own notes, and int8 slower than its fp32 sibling."""
+    """Where a figure is not to be trusted (conditions, spread), the runners' own notes, and where an
+    optimisation did not pay: why int8 is slower than its fp32 sibling (``bench``'s diagnosis, a line a finding)."""
     lines = []
     for host in report.hosts:
-        by_model: dict[tuple[Any, str], dict[str, float]] = {}
+        lines += [f"{host.host}: {line}" for line in condition_notes(host.environment)]
         for result in host.results:
-            lines += [f"{host.host}: {Path(result['artifact']).name}: {note}" for note in result["notes"]]
-            key = (result.get("model"), result["runtime"])
-            by_model.setdefault(key, {})[result.get("artifact_precision") or ""] = result["latency"]["p50_ms"]
-        for (model, runtime), p50 in by_model.items():
-            if "int8" in p50 and "fp32" in p50 and p50["int8"] >= p50["fp32"]:
-                lines.append(
-                    f"{host.host}: {model} int8 is not faster than fp32 in {runtime} "
-                    f"({p50['int8']:.3f} vs {p50['fp32']:.3f} ms): this CPU gains nothing from int8 here"
-                )
+            said = [*result["notes"], *spread_notes(result), *diagnosis_notes(result)]
+            lines += [f"{host.host}: {Path(result['artifact']).name}: {note}" for note in said]
+    return lines
+
+
+def diagnosis_notes(result: dict[str, Any]) -> list[str]:
+    """Why an int8 result is not faster than its fp32 sibling: the diagnosis ``bench`` attached, if any."""
+    diagnosis = result.get("diagnosis")
+    if not diagnosis:
+        return []
+    slower = (
+        f"int8 is not faster than fp32 in {result['runtime']} "
+        f"({result['latency']['p50_ms']:.3f} vs {diagnosis['fp32_p50_ms']:.3f} ms)"
+    )
+    return [f"{slower}: {found['cause']} ({found['evidence']}); fix: {found['fix']}" for found in diagnosis["findings"]]
+
+
+def profile_lines(result: dict[str, Any]) -> list[str]:
+    """A result's profile in a few Markdown lines: where the time went, and the slowest ops."""
+    profile = result["profile"]
+    summary = profile["summary"]
+    shares = [
+        f"{label} {summary[key]:.0%}"
+        for key, label in (("qdq_share", "Q/DQ"), ("float_share", "float ops"))
+        if summary[key] is not None
+    ]
+    if summary["total_ms"] is not None:
+        shares.insert(0, f"{summary['total_ms']:.3g} ms per inference over {profile['runs']} runs")
+    if summary["partitions"] is not None:
+        shares.append(f"{summary['partitions']} XNNPACK partition(s), {summary['outside_ops']} ops outside")
+    lines = [f"- `{Path(result['artifact']).name}` ({profile['source']}): {'; '.join(shares) or 'no ops'}"]
+    lines += [f"  - {op['op_type']} `{op['name']}`: {op['ms']:.3g} ms ({op['share']:.0%})" for op in summary["top_ops"]]
     return lines
 
 
@@ -121,9 +222,12 @@ def markdown(report: BenchReport) -> str:
     parts = ["# edgecnn benchmark", ""]
     method = report.method
     parts.append(
-        f"Method: {method['order']}; {method['timer']}; warm-up {method['warmup']}, "
+        f"Method: {method['order']}; {method['timer']}; cool-down {method['cooldown_s']:g} s; "
+        f"warm-up {method['warmup']} calls, then until {method['warmup_until']} "
+        f"(at most {method['max_warmup_s']:g} s), "
         f"{'runs ' + str(method['runs']) if method['runs'] else 'min time ' + str(method['min_time_s']) + ' s'}, "
-        f"batch {method['batch']}, threads {method['threads'] or 'runtime default'}, precision {method['precision']}."
+        f"batch {method['batch']}, threads {method['threads'] or 'runtime default'}, precision {method['precision']}. "
+        f"Intervals: {method['intervals']}; run-to-run variation: {method['run_to_run']}."
     )
     for host in report.hosts:
         parts += ["", f"## {host.host}", ""]
@@ -136,6 +240,9 @@ def markdown(report: BenchReport) -> str:
         parts.append("| " + " | ".join(headers()) + " |")
         parts.append("|" + "---|" * len(headers()))
         parts += ["| " + " | ".join(row) + " |" for row in _rows(host)]
+        profiled = [result for result in host.results if result.get("profile")]
+        if profiled:
+            parts += ["", "### Profiles", "", *(line for result in profiled for line in profile_lines(result))]
     found = notes(report)
     if found:
         parts += ["", "## Notes", "", *(f"- {line}" for line in found)]
@@ -183,12 +290,12 @@ def _plots(report: BenchReport, folder: Path) -> list[Path]:
     measured = [h for h in report.hosts if h.results]
     if not measured:
         return []
-    written = [_save(latency_distribution_figure(measured), folder / "latency_distribution.png")]
+    written = [save_figure(latency_distribution_figure(measured), folder / "latency_distribution.png")]
     for host in measured:
         figure = latency_accuracy_figure(host)
         if figure is not None:
             suffix = "" if len(measured) == 1 else f"_{host.host.replace('@', '_')}"
-            written.append(_save(figure, folder / f"latency_vs_accuracy{suffix}.png"))
+            written.append(save_figure(figure, folder / f"latency_vs_accuracy{suffix}.png"))
     return written
 
 
@@ -451,7 +558,7 @@ def place_labels(
     return taken[len(obstacles) :]
 
 
-def _save(figure: Figure, path: Path) -> Path:
+def save_figure(figure: Figure, path: Path) -> Path:
     with atomic_path(path) as temporary:
         figure.savefig(temporary, dpi=DPI, format="png")
     return path

@@ -8,6 +8,8 @@ training step wastes the 3 minutes.
 from __future__ import annotations
 
 import difflib
+import functools
+import operator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,9 +17,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgecnn.errors import EdgeCNNError
-from edgecnn.recipe.steps import STEP_TYPES, BenchStep, CheckStep, ExportStep, PruneStep, Step, TrainStep
+from edgecnn.recipe.steps import STEP_TYPES, Step
 
-AnyStep = Annotated[TrainStep | PruneStep | ExportStep | BenchStep | CheckStep, Field(discriminator="step")]
+#: every step type, told apart by its ``step:`` key
+AnyStep = Annotated[functools.reduce(operator.or_, STEP_TYPES), Field(discriminator="step")]
 STEP_KINDS = {step.kind: step for step in STEP_TYPES}
 
 

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, create_model, model_validator
 from edgecnn._io import file_digest
 from edgecnn.bench.benchmark import BenchConfig
 from edgecnn.bench.gate import GateConfig
+from edgecnn.bench.tune import TuneConfig
 from edgecnn.errors import EdgeCNNError
 from edgecnn.export.pipeline import ExportConfig, changed_top1_line
 from edgecnn.optimize.prune import PruneConfig
@@ -382,4 +383,40 @@ class CheckStep(
         return f"**{title.removeprefix('## edgecnn check: ')}**\n" + body.replace("\n### ", "\n#### ").rstrip()
 
 
-STEP_TYPES: tuple[type[Step], ...] = (TrainStep, PruneStep, ExportStep, BenchStep, CheckStep)
+class TuneStep(config_fields(TuneConfig, {"output"}, ModelStep)):  # type: ignore[misc]
+    """The fastest artifact for a device within an accuracy budget; makes it (for a later bench or check)
+    and its deployment card."""
+
+    kind: ClassVar[str] = "tune"
+    config: ClassVar[type] = TuneConfig
+    step: Literal["tune"]
+
+    def makes(self) -> list[str]:
+        return ["artifacts", "deployment"]
+
+    def inputs(self, products: Products) -> dict[str, Any]:
+        return {
+            "model": digest(self._model(products)),
+            "data": data_fingerprint(self.data),
+            "ssh_config": digest(self.ssh_config),
+        }
+
+    def run(self, products: Products, folder: Path) -> Outcome:
+        from edgecnn.bench.tune import tune
+
+        report = tune(self._stage_config(products, folder))
+        chosen = report.chosen
+        summary = {"chosen": chosen.label, "p50_ms": chosen.p50_ms, "top1": chosen.top1, "drop": chosen.drop}
+        artifact = relative([Path(report.deployed[0])], folder)
+        return Outcome({"artifacts": artifact, "deployment": "deploy/DEPLOYMENT.md"}, summary)
+
+    def headline(self, outcome: Outcome) -> str:
+        s = outcome.summary
+        return f"chosen: {s['chosen']}, p50 {s['p50_ms']:.3f} ms, top-1 {s['top1']:.2f}% (drop {s['drop']:.2f})"
+
+    def section(self, folder: Path, outcome: Outcome) -> str:
+        card = (folder / "deploy" / "DEPLOYMENT.md").read_text().split("\n", 1)[1].replace("\n## ", "\n### ")
+        return card.strip() + f"\n\n![pareto]({folder.name}/pareto.png)"
+
+
+STEP_TYPES: tuple[type[Step], ...] = (TrainStep, PruneStep, ExportStep, BenchStep, CheckStep, TuneStep)

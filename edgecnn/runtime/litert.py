@@ -13,6 +13,7 @@ import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -180,13 +181,49 @@ def _stored_precision(interpreter: Any) -> str:
     return "int8" if any(np.dtype(t["dtype"]) == np.int8 for t in interpreter.get_tensor_details()) else "fp32"
 
 
+@dataclass
+class DelegatePlan:
+    """What XNNPACK took: the graph's own ops, which of them a DELEGATE node runs, and how many such nodes."""
+
+    ops: list[dict[str, Any]]  # the interpreter's op details of the model's own ops (DELEGATE nodes left out)
+    delegated: set[int]  # indices of the ops inside a partition
+    partitions: int
+
+
+def delegate_plan(interpreter: Any) -> DelegatePlan | None:
+    """The interpreter's execution plan as far as Python sees it (None where it cannot be read).
+
+    The node list holds the model's ops and, after them, one DELEGATE node per partition, whose inputs and
+    outputs are the partition's boundary tensors: walking back from a partition's outputs through the ops
+    that produce them, up to its inputs, finds the ops it replaced. The others run on the built-in kernels.
+    """
+    try:
+        details = interpreter._get_ops_details()  # the interpreters' only view of the execution plan
+    except AttributeError:
+        return None
+    ops = [op for op in details if op["op_name"] != "DELEGATE"]
+    producer = {int(tensor): op["index"] for op in ops for tensor in op["outputs"]}
+    by_index = {op["index"]: op for op in ops}
+    delegated: set[int] = set()
+    partitions = [op for op in details if op["op_name"] == "DELEGATE"]
+    for partition in partitions:
+        boundary = {int(tensor) for tensor in partition["inputs"]}
+        pending = [int(tensor) for tensor in partition["outputs"]]
+        while pending:
+            index = producer.get(pending.pop())
+            if index is None or index in delegated:
+                continue
+            delegated.add(index)
+            pending += [int(t) for t in by_index[index]["inputs"] if int(t) >= 0 and int(t) not in boundary]
+    return DelegatePlan(ops, delegated, len(partitions))
+
+
 def _delegate_notes(interpreter: Any) -> list[str]:
     """Whether XNNPACK took the graph in one piece: each DELEGATE node is one partition it runs."""
-    try:
-        ops = interpreter._get_ops_details()  # the interpreters' only view of the execution plan
-    except AttributeError:
+    plan = delegate_plan(interpreter)
+    if plan is None:
         return []
-    partitions = sum(op["op_name"] == "DELEGATE" for op in ops)
+    partitions = plan.partitions
     if partitions == 0:
         return ["XNNPACK took no part of the graph: every op runs on the reference kernels"]
     if partitions > 1:

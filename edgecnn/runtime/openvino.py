@@ -46,14 +46,15 @@ class OpenVinoRunner:
         if target not in core.available_devices:
             available = ", ".join(core.available_devices)
             raise EdgeCNNError(f"OpenVINO sees no {target} device here (available: {available})")
-        config: dict[str, Any] = {}
+        #: the compile properties, kept for the profiler (``edgecnn.bench.profile``) to compile alike
+        self.config: dict[str, Any] = {}
         if threads and target == "CPU":
-            config["INFERENCE_NUM_THREADS"] = threads
+            self.config["INFERENCE_NUM_THREADS"] = threads
         if precision:
-            config["INFERENCE_PRECISION_HINT"] = OPENVINO_PRECISION[precision]
+            self.config["INFERENCE_PRECISION_HINT"] = OPENVINO_PRECISION[precision]
         try:
             model = core.read_model(str(path))
-            self.compiled = core.compile_model(model, target, config)
+            self.compiled = core.compile_model(model, target, self.config)
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses for bad files
             raise load_error(self.name, path, exc) from exc
         self.metadata = read_metadata(model)
