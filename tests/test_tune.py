@@ -47,6 +47,20 @@ def test_the_fastest_within_the_drop_wins_and_broken_or_worse_ones_do_not():
     assert choose(candidates, max_drop=2.0).chosen is candidates[3]  # a looser budget takes the faster one
 
 
+def test_a_p50_the_measurement_cannot_tell_apart_goes_to_the_steadier_candidate():
+    reference = candidate("onnx", "fp32", 2.0, 97.0)
+    two_threads = candidate("tflite", "int8", 0.672, 97.0, threads=2)
+    one_thread = candidate("tflite", "int8", 0.690, 97.0)
+    two_threads.p50_ci_ms, two_threads.p90_ms = [0.66, 0.70], 3.04
+    one_thread.p50_ci_ms, one_thread.p90_ms = [0.68, 0.70], 0.757
+    reference.p50_ci_ms, reference.p90_ms = [1.9, 2.1], 2.2
+    choice = choose([reference, two_threads, one_thread], max_drop=0.5)
+    assert choice.chosen is one_thread
+    assert "their p50 intervals overlap" in choice.why and "p90 0.757 against 3.040 ms" in choice.why
+    one_thread.p50_ci_ms = [0.705, 0.72]  # now measurably slower: the lowest p50 wins despite its tail
+    assert choose([reference, two_threads, one_thread], max_drop=0.5).chosen is two_threads
+
+
 def test_without_accuracy_there_is_nothing_to_choose_by():
     with pytest.raises(EdgeCNNError, match="tune needs labelled images"):
         choose([candidate("onnx", "fp32", 1.0, None), candidate("onnx", "int8", 0.5, None)], max_drop=0.5)

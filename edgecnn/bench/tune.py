@@ -104,6 +104,7 @@ class Candidate:
     interpreter: str | None = None
     computed_in: str = ""  # what the runtime really computed in (OpenVINO may run fp32 in bf16)
     p50_ms: float | None = None
+    p50_ci_ms: list[float] | None = None  # the 95% bootstrap interval of p50
     p90_ms: float | None = None
     top1: float | None = None
     drop: float | None = None
@@ -234,6 +235,7 @@ def _measure(config: TuneConfig, artifacts: list[Candidate], data: str) -> tuple
                     interpreter=result.get("interpreter"),
                     computed_in=result["effective_precision"],
                     p50_ms=result["latency"]["p50_ms"],
+                    p50_ci_ms=result["latency"].get("p50_ci_ms"),
                     p90_ms=result["latency"]["p90_ms"],
                     top1=top1[candidate.artifact],
                 )
@@ -273,10 +275,20 @@ def choose(candidates: list[Candidate], max_drop: float) -> Choice:
             candidate.verdict = f"drop {candidate.drop:.2f} > {max_drop:g} point"
         else:
             candidate.verdict = "within the drop"
-    chosen = min((c for c in candidates if c.verdict == "within the drop"), key=_p50)
+    chosen = _fastest([c for c in candidates if c.verdict == "within the drop"])
     chosen.verdict = "chosen"
     name = f"{Path(reference.artifact).name} (unpruned fp32, verified against PyTorch at export)"
     return Choice(chosen, name, reference.top1, _why(chosen, candidates, max_drop))
+
+
+def _fastest(eligible: list[Candidate]) -> Candidate:
+    """The lowest p50; but candidates whose p50 intervals overlap the lowest one's are as fast as far as the
+    measurement can tell, and of those the one with the lowest p90 (a steadier latency), then the fewest
+    threads, wins: a p50 a few percent lower with a p90 several times higher is not what to ship."""
+    fastest = min(eligible, key=_p50)
+    reach = fastest.p50_ci_ms[1] if fastest.p50_ci_ms else _p50(fastest)
+    ties = [c for c in eligible if c.p50_ci_ms and c.p50_ci_ms[0] <= reach] or [fastest]
+    return min(ties, key=lambda c: (c.p90_ms or 0.0, c.threads))
 
 
 def _why(chosen: Candidate, candidates: list[Candidate], max_drop: float) -> str:
@@ -287,9 +299,16 @@ def _why(chosen: Candidate, candidates: list[Candidate], max_drop: float) -> str
         key=_p50,
         default=None,
     )
-    parts = [f"fastest of {len(eligible)} candidates within {max_drop:g} point (of {len(candidates)} measured)"]
-    if others:
-        parts.append(f"{_p50(others[0]) / _p50(chosen):.2f}× faster than the runner-up ({others[0].label})")
+    among = f"{len(eligible)} candidates within {max_drop:g} point (of {len(candidates)} measured)"
+    if others and _p50(others[0]) < _p50(chosen):  # a tie on p50 that _fastest broke by p90
+        parts = [
+            f"as fast as the lowest p50 of {among}, {others[0].label}'s {_p50(others[0]):.3f} ms (their p50 "
+            f"intervals overlap), and steadier: p90 {chosen.p90_ms:.3f} against {others[0].p90_ms:.3f} ms"
+        ]
+    else:
+        parts = [f"fastest of {among}"]
+        if others:
+            parts.append(f"{_p50(others[0]) / _p50(chosen):.2f}× faster than the runner-up ({others[0].label})")
     if baseline not in (None, chosen, *others[:1]):
         threads = f"{chosen.threads} thread{'s' * (chosen.threads > 1)}"
         parts.append(
