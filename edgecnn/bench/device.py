@@ -27,7 +27,7 @@ from edgecnn.bench.measure import (
     time_interleaved,
     warm_up,
 )
-from edgecnn.bench.profile import profile_artifact
+from edgecnn.bench.profile import FREE_PROFILES, profile_artifact
 from edgecnn.errors import EdgeCNNError
 from edgecnn.runtime.base import Runner, artifact_size, one_line_error, open_runner, run_in_batches
 from edgecnn.runtime.metadata import ArtifactMetadata
@@ -194,7 +194,7 @@ def _result(job: Job, entry: _Loaded, times: list[float], base: Path) -> dict[st
         images = np.load(base / item.inputs)
         labels = np.load(base / item.labels)
         result["accuracy"] = accuracy(run_in_batches(runner, images, job.batch), labels)
-    if job.profile:
+    if job.profile or runner.name in FREE_PROFILES:
         result["profile"] = profile_artifact(runner, base / item.path, entry.batch, job.threads).to_dict()
     return result
 

@@ -225,6 +225,9 @@ PROFILERS: dict[str, Callable[[Any, Path, np.ndarray, int, int | None], Profile]
     "openvino": _openvino,
     "litert": _litert,
 }
+#: runtimes whose profile makes no inference call (it reads the execution plan): taken with every benchmark,
+#: so that the diagnosis of an int8 artifact sees XNNPACK's partitions without --profile
+FREE_PROFILES = frozenset({"litert"})
 
 
 def profile_artifact(

@@ -241,7 +241,7 @@ def markdown(report: BenchReport) -> str:
         parts.append("|" + "---|" * len(headers()))
         parts += ["| " + " | ".join(row) + " |" for row in _rows(host)]
         profiled = [result for result in host.results if result.get("profile")]
-        if profiled:
+        if profiled and method["profile"]:  # LiteRT's free plan is in every result; shown when asked for
             parts += ["", "### Profiles", "", *(line for result in profiled for line in profile_lines(result))]
     found = notes(report)
     if found:
