@@ -329,6 +329,29 @@ def export_command(
         ),
     ] = False,
     target: Annotated[str, typer.Option(help=TARGET_HELP)] = "auto",
+    sensitivity: Annotated[
+        str | None,
+        typer.Option(
+            help="Also rank the layers by the int8 error each alone causes, simulated on the calibration images: "
+            "by layer, block or kind (sensitivity.json/.md/.png beside the artifacts). Needs --int8."
+        ),
+    ] = None,
+    float_layers: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A layer to keep float in every int8 artifact, by its PyTorch module name (repeatable; "
+            "--sensitivity ranks them), beside what each format's recipe keeps float."
+        ),
+    ] = None,
+    max_drop: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            help="Accuracy-aware int8: an int8 artifact losing more top-1 points than this on the held-out images "
+            "(or disagreeing with fp32 on more % of them, without labels) is exported again with the layers most "
+            "sensitive to int8 kept float, the fewest that bring it within.",
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     from edgecnn.export import ExportConfig, changed_top1_line, export
@@ -348,6 +371,9 @@ def export_command(
             output=output,
             keep_degraded=keep_degraded,
             target=target,
+            sensitivity=sensitivity,
+            float_layers=float_layers or [],
+            max_drop=max_drop,
         )
     )
     if as_json:
@@ -382,6 +408,20 @@ def export_command(
     for artifact in report.artifacts:
         if line := changed_top1_line(Path(artifact.path).name, artifact.verification):
             console.print(line, highlight=False)
+    for artifact in report.artifacts:
+        if artifact.max_drop_search:
+            kept = ", ".join(artifact.kept_float) or "none"
+            tries = ", ".join(f"{t['kept_float']}: {t['loss']:.2f}" for t in artifact.max_drop_search)
+            console.print(
+                f"{Path(artifact.path).name}: {len(artifact.kept_float)} layer(s) kept float for --max-drop "
+                f"{max_drop:g} ({kept}); tried (layers float: loss) {tries}",
+                highlight=False,
+            )
+    if report.sensitivity:
+        ranked = sorted(report.sensitivity["rows"], key=lambda row: row["rank"])[:5]
+        most = ", ".join(f"{row['name']} ({row['relative_error']:.3f})" for row in ranked)
+        console.print(f"most int8-sensitive ({report.sensitivity['grouping']}, relative error alone): {most}")
+        console.print(str(output / "sensitivity.md"), highlight=False)
     console.print(f"{output / 'export.json'} ({report.seconds:.0f} s)")
 
 

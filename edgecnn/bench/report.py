@@ -385,7 +385,7 @@ def _log_x_axis(axes: Axes) -> None:
         axes.figure.draw_without_rendering()  # the layout makes room for the tilted labels
 
 
-def _figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
     """A figure with its own Agg canvas: no pyplot, so no global state and nothing left open between plots."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -402,7 +402,7 @@ def latency_distribution_figure(hosts: list[HostResult]) -> Figure:
         f"{host.host}: {label}" if len(hosts) > 1 else label for host in hosts for label in row_labels(host.results)
     ]
     colours = _runtime_colours(rows)
-    figure = _figure(9, 1.3 + 0.38 * len(rows))
+    figure = new_figure(9, 1.3 + 0.38 * len(rows))
     axes = figure.add_subplot()
     boxes = axes.boxplot(
         [result.get("samples_ms") or [result["latency"]["p50_ms"]] for result in rows],
@@ -438,7 +438,7 @@ def latency_accuracy_figure(host: HostResult) -> Figure | None:
     points = [(r["latency"]["p50_ms"], r["accuracy"]["top1"]) for r in scored]
     front = sorted(pareto_front(points), key=lambda i: points[i][0])
     colours = _runtime_colours(scored)
-    figure = _figure(6.5, max(4.5, 1.4 + 0.19 * len(points)))
+    figure = new_figure(6.5, max(4.5, 1.4 + 0.19 * len(points)))
     axes = figure.add_subplot()
     axes.plot(*zip(*(points[i] for i in front), strict=True), color="0.3", lw=1, ls="--", zorder=1)
     handles = []

@@ -97,6 +97,10 @@ class Int8Job:
     method: str
     metadata: ArtifactMetadata
     target: Target  # the CPU the artifact is for: where u8×s8 pairs saturate, weights keep 7 bits
+    #: more layers to keep float (PyTorch module names), beside the recipe's own, and each one's position
+    #: among the convolutions and linear layers as they run: how a graph without module names finds them
+    float_layers: tuple[str, ...] = ()
+    float_positions: tuple[int, ...] = ()
 
 
 FORMATS: dict[str, Format] = {

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from edgecnn.errors import EdgeCNNError
 from edgecnn.export._formats import Int8Job
 from edgecnn.export._graph import GraphNode, squeeze_excite_nodes
 from edgecnn.export._quiet import quiet
@@ -75,12 +76,27 @@ def quantize_int8(job: Int8Job) -> Path:
             model,
             nncf.Dataset(job.calibration),
             subset_size=sum(len(b) for b in job.calibration),
-            ignored_scope=nncf.IgnoredScope(names=classifier + squeeze_excite),
+            ignored_scope=nncf.IgnoredScope(names=classifier + squeeze_excite + _ops_at(model, job.float_positions)),
             fast_bias_correction=False,
             advanced_parameters=AdvancedQuantizationParameters(overflow_fix=overflow_fix),
         )
     _save(quantized, job.path, job.metadata, half=False)
     return job.path
+
+
+#: the IR's operations that a PyTorch convolution or linear layer becomes
+LAYER_OPS = ("Convolution", "GroupConvolution", "MatMul")
+
+
+def _ops_at(model: Any, positions: tuple[int, ...]) -> list[str]:
+    """The names of the convolutions and matrix products at ``positions`` in the order they run: the IR
+    converted from PyTorch holds one per layer in that order, but no module names."""
+    if not positions:
+        return []
+    ops = [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() in LAYER_OPS]
+    if max(positions) >= len(ops):
+        raise EdgeCNNError(f"the IR holds {len(ops)} convolutions and matrix products: fewer than the layers")
+    return [ops[position] for position in positions]
 
 
 def _graph_nodes(model: Any) -> list[GraphNode]:

@@ -37,12 +37,14 @@ from edgecnn.data.datasets import (
     split_for,
 )
 from edgecnn.errors import EdgeCNNError
-from edgecnn.export._formats import Format, Int8Job, resolve_formats
+from edgecnn.export._formats import FORMATS, Exporter, Format, Int8Job, resolve_formats
 from edgecnn.export._worker import Worker
 from edgecnn.models._registry import ModelMeta, get_model_meta
 from edgecnn.models.checkpoint import held_out_images, resolve_model
 from edgecnn.models.complexity import check_input_size
 from edgecnn.optimize import fold_batchnorm
+from edgecnn.optimize.sensitivity import GROUPINGS, layer_sensitivity, quantizable_layers
+from edgecnn.optimize.sensitivity import write as write_sensitivity
 from edgecnn.runtime import open_runner
 from edgecnn.runtime.base import artifact_size, one_line_error, run_in_batches, sidecar_path
 from edgecnn.runtime.metadata import ArtifactMetadata, Calibration, HeldOut, InputSpec, Quantization
@@ -89,9 +91,22 @@ class ExportConfig:
     output: Path = Path("runs/export")
     keep_degraded: bool = False
     target: str = AUTO  # the CPU the artifacts are for; auto: the machine that exports
+    sensitivity: str | None = None  # rank the layers (or blocks, kinds) by their int8 error, before converting
+    float_layers: list[str] = field(default_factory=list)  # PyTorch module names kept float in every format
+    max_drop: float | None = None  # int8 within this many points (or of disagreement): fewest layers kept float
 
     def __post_init__(self) -> None:
         self.output = Path(self.output)
+        self.float_layers = list(self.float_layers)
+        if self.float_layers and not self.int8:
+            raise EdgeCNNError("--float-layers says which layers int8 leaves float: it needs --int8")
+        if self.max_drop is not None and (not self.int8 or self.max_drop < 0):
+            raise EdgeCNNError("--max-drop bounds the int8 artifacts' loss: it needs --int8 and a value ≥ 0")
+        if self.sensitivity is not None:
+            if self.sensitivity not in GROUPINGS:
+                raise EdgeCNNError(f"unknown sensitivity grouping {self.sensitivity!r}; valid: {', '.join(GROUPINGS)}")
+            if not self.int8:
+                raise EdgeCNNError("--sensitivity simulates int8 on the calibration images: it needs --int8")
         resolve_target(self.target)  # an unknown name fails before any work
         if self.calib_method not in CALIBRATION_METHODS:
             raise EdgeCNNError(
@@ -114,6 +129,8 @@ class ArtifactReport:
     ops: dict[str, int] = field(default_factory=dict)
     status: str = "ok"  # ok | degraded (misses its target) | broken (see STATUS_RULE)
     status_reason: str = ""
+    kept_float: list[str] = field(default_factory=list)  # layers --max-drop kept float, most sensitive first
+    max_drop_search: list[dict[str, Any]] = field(default_factory=list)  # each try: layers kept float, its loss
 
 
 @dataclass
@@ -129,6 +146,7 @@ class ExportReport:
     # the process's peak plus its largest child's (the TFLite worker): an upper bound on both at once. Both
     # are peaks over the process's life, so inside a longer run (a recipe) they include what ran before
     peak_memory_mb: float
+    sensitivity: dict[str, Any] | None = None  # the ranking, when asked for (sensitivity.json/.md/.png beside)
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema_version": SCHEMA_VERSION, "edgecnn_version": __version__, **dataclasses.asdict(self)}
@@ -342,8 +360,12 @@ def export(config: ExportConfig) -> ExportReport:
     example = torch.from_numpy(data.verification[:1]).repeat(
         1 if config.batch == "dynamic" else int(config.batch), 1, 1, 1
     )
-    work = _Work(fold_batchnorm(model), example, meta, data, config, _state_hash(model))
+    folded = fold_batchnorm(model)
+    order = list(quantizable_layers(folded, example)) if config.int8 else []
+    positions = _float_positions(order, config.float_layers, meta.name)
+    work = _Work(folded, example, meta, data, config, _state_hash(model), positions)
     config.output.mkdir(parents=True, exist_ok=True)
+    sensitivity = _sensitivity(work) if config.sensitivity else None
     in_worker = [f for f in formats if f.in_worker]
     alongside = in_worker if len(in_worker) < len(formats) and _cores() > 1 else []
     here = [f for f in formats if f not in alongside]
@@ -364,6 +386,8 @@ def export(config: ExportConfig) -> ExportReport:
                     run.compare_with(reference, data.labels)
                     runs.append(run)
         runs.sort(key=lambda run: [f.name for f in formats].index(run.artifact.format))
+    if config.max_drop is not None:
+        _hold_max_drop(runs, work, reference, order, warnings)
     _judge_against_peers(runs)
     reports = [run.artifact for run in runs]
     for artifact in reports:
@@ -381,6 +405,7 @@ def export(config: ExportConfig) -> ExportReport:
         warnings=warnings,
         seconds=time.perf_counter() - started,
         peak_memory_mb=sum(resource.getrusage(who).ru_maxrss for who in _USAGE) / 1024,
+        sensitivity=sensitivity,
     )
     write_json(config.output / "export.json", report.to_dict())
     broken = [a for a in reports if a.status == "broken"]
@@ -394,6 +419,100 @@ def export(config: ExportConfig) -> ExportReport:
     return report
 
 
+def _float_positions(order: list[str], layers: list[str], model_name: str) -> tuple[int, ...]:
+    """Where each of ``layers`` runs among the convolutions and linear layers (``order``): a graph that
+    keeps no module names (OpenVINO's) holds them in that order."""
+    unknown = [name for name in layers if name not in order]
+    if unknown:
+        shown = ", ".join([*order[:4], "…", *order[-2:]]) if len(order) > 6 else ", ".join(order)
+        raise EdgeCNNError(
+            f"no convolution or linear layer named {', '.join(unknown)} in {model_name}: "
+            f"--float-layers takes module names ({shown}; `edgecnn export --sensitivity layer` lists them all)"
+        )
+    return tuple(order.index(name) for name in layers)
+
+
+def _hold_max_drop(runs: list[_Run], work: _Work, reference: np.ndarray, order: list[str], warnings: list[str]) -> None:
+    """--max-drop: an int8 artifact that loses more than it allows is exported again with the layers most
+    sensitive to int8 kept float, the fewest that bring it within: doubling their number until it holds,
+    then bisecting (more layers float lose less, as a rule, not a law). The loss is the accuracy drop
+    against PyTorch fp32 on the held-out images where they have labels, else the share that disagrees."""
+    config, data = work.config, work.data
+    assert work.model is not None and data.calibration is not None and config.max_drop is not None
+    budget = config.max_drop
+    reference_accuracy = top1_accuracy(reference, data.labels)
+
+    def loss(run: _Run) -> float:
+        checks = run.artifact.verification
+        return (
+            reference_accuracy - checks["accuracy"]
+            if reference_accuracy is not None
+            else 100 - checks["top1_agreement"]
+        )
+
+    missing = [run for run in runs if run.artifact.precision == "int8" and loss(run) > budget]
+    if not missing:
+        return
+    with console.status("int8 sensitivity by layer: which layers to keep float first"):
+        ranking = [row.name for row in layer_sensitivity(work.model, data.calibration).ranked()]
+    candidates = [name for name in ranking if name not in config.float_layers]
+    for run in missing:
+        fmt = FORMATS[run.artifact.format]
+        tries: list[dict[str, Any]] = [{"kept_float": 0, "loss": loss(run)}]
+
+        def attempt(count: int, fmt: Format = fmt, tries: list[dict[str, Any]] = tries) -> _Run:
+            layers = [*config.float_layers, *candidates[:count]]
+            trial = dataclasses.replace(
+                work,
+                config=dataclasses.replace(config, float_layers=layers),
+                float_positions=_float_positions(order, layers, work.meta.name),
+            )
+            tried = _export_and_run(fmt, "int8", trial, None, console.status)
+            tried.compare_with(reference, data.labels)
+            tries.append({"kept_float": count, "loss": loss(tried)})
+            return tried
+
+        held: dict[int, _Run] = {}
+        missed, count, last = 0, 1, run
+        while count <= len(candidates) and not held:
+            last = attempt(count)
+            if loss(last) <= budget:
+                held[count] = last
+            else:
+                missed = count
+                count = len(candidates) + 1 if count == len(candidates) else min(2 * count, len(candidates))
+        while held and min(held) - missed > 1:
+            middle = (min(held) + missed) // 2
+            last = attempt(middle)
+            if loss(last) <= budget:
+                held[middle] = last
+            else:
+                missed = middle
+        if held:
+            fewest = min(held)
+            final = last if last is held[fewest] else attempt(fewest)  # later tries overwrote its files
+        else:
+            fewest, final = len(candidates), last
+            warnings.append(
+                f"{Path(final.artifact.path).name}: --max-drop {budget:g} not held even with every layer float "
+                f"(loss {loss(final):.2f})"
+            )
+        final.artifact.kept_float = candidates[:fewest]
+        final.artifact.max_drop_search = tries
+        final.write_sidecar()
+        runs[runs.index(run)] = final
+
+
+def _sensitivity(work: _Work) -> dict[str, Any]:
+    """The folded model's layers ranked by the int8 error each alone causes on the calibration images; the
+    files are written beside the artifacts, the ranking goes into export.json."""
+    assert work.model is not None and work.data.calibration is not None and work.config.sensitivity
+    with console.status(f"int8 sensitivity by {work.config.sensitivity}: one simulation per unit"):
+        report = layer_sensitivity(work.model, work.data.calibration, work.config.sensitivity)
+    write_sensitivity(report, work.config.output)
+    return report.to_dict()
+
+
 @dataclass
 class _Work:
     """What every format's export needs; picklable, so a worker process can take its share."""
@@ -404,6 +523,7 @@ class _Work:
     data: _Data
     config: ExportConfig
     weights_hash: str
+    float_positions: tuple[int, ...] = ()  # config.float_layers' places among the layers as they run
 
 
 @dataclass
@@ -449,26 +569,41 @@ def _export_formats(
     line says it is working)."""
     config, data = work.config, work.data
     status = (lambda _: contextlib.nullcontext()) if worker else console.status
-    batch = len(data.verification) if config.batch == "dynamic" else int(config.batch)
     runs = []
     for fmt in formats:
         precisions = ["fp32"] + (["fp16"] if config.fp16 and fmt.fp16 else []) + (["int8"] if config.int8 else [])
         for precision in precisions:
-            with status(f"{fmt.name} {precision}: exporting"):
-                artifact = _export_one(fmt, precision, work)
-            with status(f"{fmt.name} {precision}: verifying in {fmt.runtime}"):
-                pinned = fmt.verify_precision if precision in ("fp32", "int8") else None
-                runner = open_runner(artifact.path, threads=threads or _cores(), precision=pinned)  # LiteRT: 1
-                run = _Run(artifact, runner.metadata, run_in_batches(runner, data.verification, batch))
-                run.computed_in = {"precision": runner.precision, "runtime_default": runner.default_precision}
+            run = _export_and_run(fmt, precision, work, threads, status)
             if reference is not None:
                 run.compare_with(reference, data.labels)
             runs.append(run)
     return runs
 
 
+def _export_and_run(fmt: Format, precision: str, work: _Work, threads: int | None, status: Any) -> _Run:
+    """One artifact exported, then run in its own runtime on the verification images."""
+    data = work.data
+    batch = len(data.verification) if work.config.batch == "dynamic" else int(work.config.batch)
+    with status(f"{fmt.name} {precision}: exporting"):
+        artifact = _export_one(fmt, precision, work)
+    with status(f"{fmt.name} {precision}: verifying in {fmt.runtime}"):
+        pinned = fmt.verify_precision if precision in ("fp32", "int8") else None
+        runner = open_runner(artifact.path, threads=threads or _cores(), precision=pinned)  # LiteRT: 1
+        run = _Run(artifact, runner.metadata, run_in_batches(runner, data.verification, batch))
+        run.computed_in = {"precision": runner.precision, "runtime_default": runner.default_precision}
+    return run
+
+
 def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _int8_scheme(exporter: Exporter, config: ExportConfig, target: Target) -> Quantization:
+    """The format's int8 scheme as its metadata records it, with the layers the user kept float."""
+    scheme = exporter.int8_scheme(config.calib_method, target)
+    if not config.float_layers:
+        return scheme
+    return dataclasses.replace(scheme, float_layers=f"{scheme.float_layers}; also {', '.join(config.float_layers)}")
 
 
 def _export_one(fmt: Format, precision: str, work: _Work) -> ArtifactReport:
@@ -478,7 +613,7 @@ def _export_one(fmt: Format, precision: str, work: _Work) -> ArtifactReport:
     started = time.perf_counter()
     target = resolve_target(config.target)
     metadata = _artifact_metadata(
-        meta, precision, data, config, work.weights_hash, exporter.int8_scheme(config.calib_method, target), target
+        meta, precision, data, config, work.weights_hash, _int8_scheme(exporter, config, target), target
     )
     stem = config.output / f"{meta.name}_{precision}"
     fp32_path = stem.with_name(f"{meta.name}_fp32{fmt.suffix}")
@@ -491,7 +626,18 @@ def _export_one(fmt: Format, precision: str, work: _Work) -> ArtifactReport:
             assert data.calibration is not None
             size = 16 if dynamic else int(config.batch)
             batches = [data.calibration[i : i + size] for i in range(0, len(data.calibration) - size + 1, size)]
-            job = Int8Job(model, example, fp32_path, path, batches, config.calib_method, metadata, target)
+            job = Int8Job(
+                model,
+                example,
+                fp32_path,
+                path,
+                batches,
+                config.calib_method,
+                metadata,
+                target,
+                tuple(config.float_layers),
+                work.float_positions,
+            )
             exporter.quantize_int8(job)
     except Exception as exc:  # each converter raises its own types; the user needs which step failed and why
         raise one_line_error(f"{fmt.name} {precision} export failed ({type(exc).__name__})", exc) from exc

@@ -63,7 +63,7 @@ def quantize_int8(job: Int8Job) -> Path:
         from torchao.quantization.pt2e import move_exported_model_to_eval
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-        quantizer = _clamp_aware_quantizer()(float_modules=_first_and_last_layers(job.model))
+        quantizer = _clamp_aware_quantizer()(float_modules=(*_first_and_last_layers(job.model), *job.float_layers))
         quantizer.set_global(_quantization_config(job.method))
         # squeeze-excite stays float, as in the other formats (see _graph); torch.export records module
         # types by qualified name, and that is what the quantizer's filter compares

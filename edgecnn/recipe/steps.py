@@ -278,6 +278,12 @@ class ExportStep(config_fields(ExportConfig, {"output"}, ModelStep)):  # type: i
         changes = [changed_top1_line(f"`{Path(a['path']).name}`", a["verification"]) for a in report["artifacts"]]
         lines += [f"\n{line}" for line in changes if line]
         lines += [f"\nWarning: {w}" for w in report["warnings"]]
+        if (folder / "sensitivity.md").is_file():
+            lines += [
+                "",
+                (folder / "sensitivity.md").read_text().strip(),
+                f"\n![sensitivity]({folder.name}/sensitivity.png)",
+            ]
         return "\n".join(lines)
 
 
