@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -76,12 +76,8 @@ def quantizable_layers(model: nn.Module, example: torch.Tensor | None = None) ->
 
         return hook
 
-    handles = [module.register_forward_pre_hook(record(name)) for name, module in declared.items()]
-    try:
+    with _pre_hooks(declared, record):
         _logits(model, example)
-    finally:
-        for handle in handles:
-            handle.remove()
     return {name: declared[name] for name in ran}
 
 
@@ -134,13 +130,20 @@ def input_ranges(
 
         return hook
 
-    handles = [module.register_forward_pre_hook(observe(name)) for name, module in layers.items()]
-    try:
+    with _pre_hooks(layers, observe):
         _logits(model, images)
+    return ranges
+
+
+@contextlib.contextmanager
+def _pre_hooks(layers: dict[str, nn.Module], hook_for: Callable[[str], Any]) -> Iterator[None]:
+    """Each layer's forward pre-hook ``hook_for(name)`` inside the block, removed after it."""
+    handles = [module.register_forward_pre_hook(hook_for(name)) for name, module in layers.items()]
+    try:
+        yield
     finally:
         for handle in handles:
             handle.remove()
-    return ranges
 
 
 @contextlib.contextmanager
