@@ -448,8 +448,8 @@ def broken_tflite_int8(monkeypatch):
 
     original = tflite._quantization_config
 
-    def coarse(method):
-        config = original(method)
+    def coarse(method, per_channel):
+        config = original(method, per_channel)
         observer = FixedQParamsObserver.with_args(scale=8.0, zero_point=0, quant_min=-128, quant_max=127)
         activation = dataclasses.replace(config.input_activation, observer_or_fake_quant_ctr=observer)
         return dataclasses.replace(config, input_activation=activation, output_activation=activation)

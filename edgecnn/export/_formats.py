@@ -77,6 +77,12 @@ class Format:
     # converted in a worker process beside the other formats asked for (given a second core): for a
     # converter so slow, and so much in Python, that the others would otherwise wait for it
     in_worker: bool = False
+    # the toolchain corrects the int8 biases itself (NNCF's full bias correction): edgecnn's bias correction
+    # would correct them twice, so this format's int8 starts from the model without it
+    corrects_bias: bool = False
+    # its int8 quantizer reads the fp32 artifact (onnxruntime, NNCF), not the PyTorch model (litert-torch's
+    # PT2E): a corrected model needs an fp32 artifact of its own first
+    quantizes_fp32_artifact: bool = True
 
     def load_exporter(self) -> Exporter:
         return cast("Exporter", importlib.import_module(self.exporter))
@@ -89,9 +95,9 @@ class Format:
 class Int8Job:
     """One int8 conversion; each quantizer starts from what its toolchain takes."""
 
-    model: nn.Module  # BN-folded PyTorch model: litert-torch quantizes before it converts
+    model: nn.Module  # BN-folded PyTorch model, corrected for int8: litert-torch quantizes before it converts
     example: torch.Tensor
-    fp32_path: Path  # the fp32 artifact: onnxruntime and NNCF quantize it
+    fp32_path: Path  # the fp32 artifact of ``model``: onnxruntime and NNCF quantize it
     path: Path
     calibration: list[np.ndarray]
     method: str
@@ -101,6 +107,7 @@ class Int8Job:
     #: among the convolutions and linear layers as they run: how a graph without module names finds them
     float_layers: tuple[str, ...] = ()
     float_positions: tuple[int, ...] = ()
+    per_channel: bool = True  # the weights' scales: one per output channel, or one per tensor (--per-tensor)
 
 
 FORMATS: dict[str, Format] = {
@@ -128,6 +135,7 @@ FORMATS: dict[str, Format] = {
         exporter="edgecnn.export.openvino",
         calibration_methods=("auto",),
         verify_precision="f32",
+        corrects_bias=True,
     ),
     "tflite": Format(
         "tflite",
@@ -143,6 +151,7 @@ FORMATS: dict[str, Format] = {
         # LiteRT's converter is the slowest of the three and traces the model mostly in Python, where a thread
         # would hold the others' Python up too: a process converts it beside them
         in_worker=True,
+        quantizes_fp32_artifact=False,
     ),
 }
 

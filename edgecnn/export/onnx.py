@@ -107,7 +107,7 @@ def quantize_int8(job: Int8Job) -> Path:
             str(prepared),
             str(temporary),
             quant_format=QuantFormat.QDQ,
-            per_channel=True,
+            per_channel=job.per_channel,
             activation_type=QuantType.QInt8,
             weight_type=QuantType.QInt8,
             reduce_range=job.target.saturates,

@@ -65,7 +65,11 @@ def quantize_int8(job: Int8Job) -> Path:
     """
     import nncf
     import openvino as ov
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+    from nncf.quantization.advanced_parameters import (
+        AdvancedQuantizationParameters,
+        OverflowFix,
+        QuantizationParameters,
+    )
 
     overflow_fix = OverflowFix.ENABLE if job.target.saturates else OverflowFix.FIRST_LAYER
     model = ov.Core().read_model(str(job.fp32_path))
@@ -78,7 +82,10 @@ def quantize_int8(job: Int8Job) -> Path:
             subset_size=sum(len(b) for b in job.calibration),
             ignored_scope=nncf.IgnoredScope(names=classifier + squeeze_excite + _ops_at(model, job.float_positions)),
             fast_bias_correction=False,
-            advanced_parameters=AdvancedQuantizationParameters(overflow_fix=overflow_fix),
+            advanced_parameters=AdvancedQuantizationParameters(
+                overflow_fix=overflow_fix,
+                weights_quantization_params=None if job.per_channel else QuantizationParameters(per_channel=False),
+            ),
         )
     _save(quantized, job.path, job.metadata, half=False)
     return job.path

@@ -7,6 +7,7 @@ verification images are the held-out test split, never seen by training or calib
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import functools
 import hashlib
@@ -43,6 +44,7 @@ from edgecnn.models._registry import ModelMeta, get_model_meta
 from edgecnn.models.checkpoint import held_out_images, resolve_model
 from edgecnn.models.complexity import check_input_size
 from edgecnn.optimize import fold_batchnorm
+from edgecnn.optimize.int8_correction import CORRECTIONS, CorrectedModels, correct_for_int8
 from edgecnn.optimize.sensitivity import GROUPINGS, layer_sensitivity, quantizable_layers
 from edgecnn.optimize.sensitivity import write as write_sensitivity
 from edgecnn.runtime import open_runner
@@ -94,10 +96,16 @@ class ExportConfig:
     sensitivity: str | None = None  # rank the layers (or blocks, kinds) by their int8 error, before converting
     float_layers: list[str] = field(default_factory=list)  # PyTorch module names kept float in every format
     max_drop: float | None = None  # int8 within this many points (or of disagreement): fewest layers kept float
+    int8_correction: str = "auto"  # cross-layer equalization and/or bias correction before quantizing
+    per_tensor: bool = False  # one weight scale per tensor instead of per output channel
 
     def __post_init__(self) -> None:
         self.output = Path(self.output)
         self.float_layers = list(self.float_layers)
+        if self.int8_correction not in CORRECTIONS:
+            raise EdgeCNNError(f"unknown int8 correction {self.int8_correction!r}; valid: {', '.join(CORRECTIONS)}")
+        if self.per_tensor and not self.int8:
+            raise EdgeCNNError("--per-tensor chooses how int8 weights are scaled: it needs --int8")
         if self.float_layers and not self.int8:
             raise EdgeCNNError("--float-layers says which layers int8 leaves float: it needs --int8")
         if self.max_drop is not None and (not self.int8 or self.max_drop < 0):
@@ -147,6 +155,7 @@ class ExportReport:
     # are peaks over the process's life, so inside a longer run (a recipe) they include what ran before
     peak_memory_mb: float
     sensitivity: dict[str, Any] | None = None  # the ranking, when asked for (sensitivity.json/.md/.png beside)
+    int8_correction: dict[str, Any] | None = None  # what was applied before quantizing, and the simulation's why
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema_version": SCHEMA_VERSION, "edgecnn_version": __version__, **dataclasses.asdict(self)}
@@ -365,6 +374,7 @@ def export(config: ExportConfig) -> ExportReport:
     positions = _float_positions(order, config.float_layers, meta.name)
     work = _Work(folded, example, meta, data, config, _state_hash(model), positions)
     config.output.mkdir(parents=True, exist_ok=True)
+    correction = _correct_for_int8(work) if config.int8 else None
     sensitivity = _sensitivity(work) if config.sensitivity else None
     in_worker = [f for f in formats if f.in_worker]
     alongside = in_worker if len(in_worker) < len(formats) and _cores() > 1 else []
@@ -406,6 +416,7 @@ def export(config: ExportConfig) -> ExportReport:
         seconds=time.perf_counter() - started,
         peak_memory_mb=sum(resource.getrusage(who).ru_maxrss for who in _USAGE) / 1024,
         sensitivity=sensitivity,
+        int8_correction=None if correction is None else correction.report.to_dict(),
     )
     write_json(config.output / "export.json", report.to_dict())
     broken = [a for a in reports if a.status == "broken"]
@@ -503,6 +514,31 @@ def _hold_max_drop(runs: list[_Run], work: _Work, reference: np.ndarray, order: 
         runs[runs.index(run)] = final
 
 
+def _correct_for_int8(work: _Work) -> CorrectedModels:
+    """Cross-layer equalization and bias correction of the folded model as ``--int8-correction`` asks (``auto``:
+    where they measurably lower the simulated int8 error); the int8 exports start from the result."""
+    config, data = work.config, work.data
+    assert work.model is not None and data.calibration is not None
+    with console.status(f"int8 correction ({config.int8_correction}): simulating int8 on the calibration images"):
+        corrected = correct_for_int8(
+            work.model,
+            data.calibration,
+            data.verification,
+            config.int8_correction,
+            per_channel=not config.per_tensor,
+            float_layers=config.float_layers,
+        )
+    work.int8_correction = corrected.report.applied
+    if corrected.report.applied != "none":
+        work.equalized_state = _state_if_changed(corrected.equalized, work.model)
+        work.bias_corrected_state = _state_if_changed(corrected.bias_corrected, work.model)
+    return corrected
+
+
+def _state_if_changed(model: nn.Module, folded: nn.Module) -> dict[str, torch.Tensor] | None:
+    return None if model is folded else {key: value.detach().clone() for key, value in model.state_dict().items()}
+
+
 def _sensitivity(work: _Work) -> dict[str, Any]:
     """The folded model's layers ranked by the int8 error each alone causes on the calibration images; the
     files are written beside the artifacts, the ranking goes into export.json."""
@@ -524,6 +560,21 @@ class _Work:
     config: ExportConfig
     weights_hash: str
     float_positions: tuple[int, ...] = ()  # config.float_layers' places among the layers as they run
+    # the folded model's weights after --int8-correction: equalized only (for formats that correct biases
+    # themselves) and with edgecnn's bias correction; None where nothing changed
+    int8_correction: str = "none"  # what --int8-correction applied
+    equalized_state: dict[str, torch.Tensor] | None = None
+    bias_corrected_state: dict[str, torch.Tensor] | None = None
+
+    def int8_model(self, fmt: Format) -> nn.Module:
+        """The model ``fmt``'s int8 quantizer starts from."""
+        assert self.model is not None
+        state = self.equalized_state if fmt.corrects_bias else self.bias_corrected_state
+        if state is None:
+            return self.model
+        corrected = copy.deepcopy(self.model)
+        corrected.load_state_dict(state)
+        return corrected
 
 
 @dataclass
@@ -598,12 +649,25 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _int8_scheme(exporter: Exporter, config: ExportConfig, target: Target) -> Quantization:
-    """The format's int8 scheme as its metadata records it, with the layers the user kept float."""
+def _int8_scheme(exporter: Exporter, fmt: Format, work: _Work, target: Target) -> Quantization:
+    """The format's int8 scheme as its metadata records it, with the layers the user kept float, the weights'
+    granularity and the corrections its model had."""
+    config = work.config
     scheme = exporter.int8_scheme(config.calib_method, target)
-    if not config.float_layers:
-        return scheme
-    return dataclasses.replace(scheme, float_layers=f"{scheme.float_layers}; also {', '.join(config.float_layers)}")
+    if config.float_layers:
+        scheme = dataclasses.replace(
+            scheme, float_layers=f"{scheme.float_layers}; also {', '.join(config.float_layers)}"
+        )
+    applied = work.int8_correction.split("+") if work.int8_correction != "none" else []
+    words = {
+        "cle": "cross-layer equalization (edgecnn)",
+        "bias": "bias correction (the toolchain's own)" if fmt.corrects_bias else "bias correction (edgecnn)",
+    }
+    return dataclasses.replace(
+        scheme,
+        weights_per_channel=not config.per_tensor,
+        corrections=", ".join(words[name] for name in applied) or None,
+    )
 
 
 def _export_one(fmt: Format, precision: str, work: _Work) -> ArtifactReport:
@@ -613,32 +677,38 @@ def _export_one(fmt: Format, precision: str, work: _Work) -> ArtifactReport:
     started = time.perf_counter()
     target = resolve_target(config.target)
     metadata = _artifact_metadata(
-        meta, precision, data, config, work.weights_hash, _int8_scheme(exporter, config, target), target
+        meta, precision, data, config, work.weights_hash, _int8_scheme(exporter, fmt, work, target), target
     )
     stem = config.output / f"{meta.name}_{precision}"
     fp32_path = stem.with_name(f"{meta.name}_fp32{fmt.suffix}")
     path = stem.with_suffix(fmt.suffix)
     dynamic = config.batch == "dynamic"
     try:
-        if precision in ("fp32", "fp16"):
-            exporter.export_float(model, example, path, metadata, dynamic, half=precision == "fp16")
-        else:
-            assert data.calibration is not None
-            size = 16 if dynamic else int(config.batch)
-            batches = [data.calibration[i : i + size] for i in range(0, len(data.calibration) - size + 1, size)]
-            job = Int8Job(
-                model,
-                example,
-                fp32_path,
-                path,
-                batches,
-                config.calib_method,
-                metadata,
-                target,
-                tuple(config.float_layers),
-                work.float_positions,
-            )
-            exporter.quantize_int8(job)
+        with tempfile.TemporaryDirectory() as scratch:
+            if precision in ("fp32", "fp16"):
+                exporter.export_float(model, example, path, metadata, dynamic, half=precision == "fp16")
+            else:
+                assert data.calibration is not None
+                int8_model = work.int8_model(fmt)
+                if int8_model is not model and fmt.quantizes_fp32_artifact:
+                    fp32_path = Path(scratch) / fp32_path.name
+                    exporter.export_float(int8_model, example, fp32_path, metadata, dynamic, half=False)
+                size = 16 if dynamic else int(config.batch)
+                batches = [data.calibration[i : i + size] for i in range(0, len(data.calibration) - size + 1, size)]
+                job = Int8Job(
+                    int8_model,
+                    example,
+                    fp32_path,
+                    path,
+                    batches,
+                    config.calib_method,
+                    metadata,
+                    target,
+                    tuple(config.float_layers),
+                    work.float_positions,
+                    per_channel=not config.per_tensor,
+                )
+                exporter.quantize_int8(job)
     except Exception as exc:  # each converter raises its own types; the user needs which step failed and why
         raise one_line_error(f"{fmt.name} {precision} export failed ({type(exc).__name__})", exc) from exc
     seconds = time.perf_counter() - started

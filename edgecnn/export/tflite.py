@@ -64,7 +64,7 @@ def quantize_int8(job: Int8Job) -> Path:
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
         quantizer = _clamp_aware_quantizer()(float_modules=(*_first_and_last_layers(job.model), *job.float_layers))
-        quantizer.set_global(_quantization_config(job.method))
+        quantizer.set_global(_quantization_config(job.method, job.per_channel))
         # squeeze-excite stays float, as in the other formats (see _graph); torch.export records module
         # types by qualified name, and that is what the quantizer's filter compares
         quantizer.set_module_type(f"{SqueezeExcitation.__module__}.{SqueezeExcitation.__qualname__}", None)
@@ -171,14 +171,15 @@ def _clamp_aware_quantizer() -> type:
     return ClampAwareQuantizer
 
 
-def _quantization_config(method: str) -> Any:
-    """litert-torch's symmetric per-channel config, with the activation observer ``method`` names."""
+def _quantization_config(method: str, per_channel: bool) -> Any:
+    """litert-torch's symmetric config (per-channel weights unless ``per_channel`` is False), with the
+    activation observer ``method`` names."""
     from litert_torch.quantize.pt2e_quantizer import get_symmetric_quantization_config
     from torchao.quantization.pt2e import MinMaxObserver
 
     histogram, percentile = _observers()
     observer = {"auto": histogram, "minmax": MinMaxObserver, "percentile": percentile}[method]
-    config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
+    config = get_symmetric_quantization_config(is_per_channel=per_channel, is_dynamic=False)
     activation = dataclasses.replace(config.input_activation, observer_or_fake_quant_ctr=observer.with_args(eps=2**-12))
     return dataclasses.replace(config, input_activation=activation, output_activation=activation)
 

@@ -76,8 +76,8 @@ def quantizable_layers(model: nn.Module, example: torch.Tensor | None = None) ->
 
         return hook
 
-    with _pre_hooks(declared, record):
-        _logits(model, example)
+    with layer_hooks(declared, record):
+        logits(model, example)
     return {name: declared[name] for name in ran}
 
 
@@ -100,11 +100,12 @@ def block_of(name: str) -> str:
     return ".".join(parts[:2]) if len(parts) > 2 else parts[0]
 
 
-def fake_quantize_weight(weight: torch.Tensor) -> torch.Tensor:
-    """Symmetric int8 per output channel: what every format's int8 weights are."""
-    flat = weight.reshape(weight.shape[0], -1)
+def fake_quantize_weight(weight: torch.Tensor, per_channel: bool = True) -> torch.Tensor:
+    """Symmetric int8 per output channel (what every format's int8 weights are by default), or with one scale
+    for the whole tensor (``export --per-tensor``)."""
+    flat = weight.reshape(weight.shape[0] if per_channel else 1, -1)
     scale = flat.abs().amax(dim=1).clamp(min=1e-12) / 127
-    shape = (-1,) + (1,) * (weight.dim() - 1)
+    shape = (-1,) + (1,) * (weight.dim() - 1) if per_channel else (1,) * weight.dim()
     return (torch.round(weight / scale.view(shape)).clamp(-127, 127) * scale.view(shape)).to(weight.dtype)
 
 
@@ -130,15 +131,19 @@ def input_ranges(
 
         return hook
 
-    with _pre_hooks(layers, observe):
-        _logits(model, images)
+    with layer_hooks(layers, observe):
+        logits(model, images)
     return ranges
 
 
 @contextlib.contextmanager
-def _pre_hooks(layers: dict[str, nn.Module], hook_for: Callable[[str], Any]) -> Iterator[None]:
-    """Each layer's forward pre-hook ``hook_for(name)`` inside the block, removed after it."""
-    handles = [module.register_forward_pre_hook(hook_for(name)) for name, module in layers.items()]
+def layer_hooks(layers: dict[str, nn.Module], hook_for: Callable[[str], Any], after: bool = False) -> Iterator[None]:
+    """Each layer's forward pre-hook (``after``: forward hook) ``hook_for(name)`` inside the block, removed
+    after it."""
+    handles = [
+        module.register_forward_hook(hook_for(name)) if after else module.register_forward_pre_hook(hook_for(name))
+        for name, module in layers.items()
+    ]
     try:
         yield
     finally:
@@ -147,13 +152,15 @@ def _pre_hooks(layers: dict[str, nn.Module], hook_for: Callable[[str], Any]) -> 
 
 
 @contextlib.contextmanager
-def quantized(layers: dict[str, nn.Module], names: list[str], ranges: dict[str, tuple[float, float]]) -> Iterator[None]:
+def quantized(
+    layers: dict[str, nn.Module], names: list[str], ranges: dict[str, tuple[float, float]], per_channel: bool = True
+) -> Iterator[None]:
     """``names`` computed as int8 would (weights and input fake-quantized) inside the block; restored after."""
     saved = {name: layers[name].weight.data.clone() for name in names}
     handles = []
     for name in names:
         module = layers[name]
-        module.weight.data = fake_quantize_weight(module.weight.data)
+        module.weight.data = fake_quantize_weight(module.weight.data, per_channel)
         low, high = ranges[name]
         handles.append(
             module.register_forward_pre_hook(
@@ -170,13 +177,14 @@ def quantized(layers: dict[str, nn.Module], names: list[str], ranges: dict[str, 
 
 
 @torch.no_grad()
-def _logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+def logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return torch.cat([model(images[start : start + BATCH]) for start in range(0, len(images), BATCH)])
 
 
-def _score(logits: torch.Tensor, reference: torch.Tensor) -> tuple[float, float]:
-    error = (logits - reference).norm(dim=1) / reference.norm(dim=1).clamp(min=1e-12)
-    agreement = (logits.argmax(1) == reference.argmax(1)).float().mean() * 100
+def score(candidate: torch.Tensor, reference: torch.Tensor) -> tuple[float, float]:
+    """(‖candidate − reference‖ / ‖reference‖ per image, averaged; top-1 agreement in %)."""
+    error = (candidate - reference).norm(dim=1) / reference.norm(dim=1).clamp(min=1e-12)
+    agreement = (candidate.argmax(1) == reference.argmax(1)).float().mean() * 100
     return float(error.mean()), float(agreement)
 
 
@@ -199,18 +207,18 @@ def layer_sensitivity(model: nn.Module, images: np.ndarray, grouping: str = "lay
     batch = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
     layers = quantizable_layers(model, batch[:1])
     units = groups(layers, grouping)
-    reference = _logits(model, batch)
+    reference = logits(model, batch)
     ranges = input_ranges(model, layers, batch)
     rows = []
     for name, members in units.items():
         with quantized(layers, members, ranges):
-            error, agreement = _score(_logits(model, batch), reference)
+            error, agreement = score(logits(model, batch), reference)
         kinds = sorted({layer_kind(layers[member]) for member in members})
         rows.append(Sensitivity(name, members, ", ".join(kinds), error, agreement))
     for rank, row in enumerate(sorted(rows, key=lambda row: -row.relative_error), 1):
         row.rank = rank
     with quantized(layers, list(layers), ranges):
-        all_error, all_agreement = _score(_logits(model, batch), reference)
+        all_error, all_agreement = score(logits(model, batch), reference)
     return SensitivityReport(
         grouping=grouping,
         scheme=SCHEME,

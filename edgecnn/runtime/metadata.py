@@ -37,6 +37,8 @@ class Quantization:
     weights_range: str | None = None  # in words: "8-bit", "7-bit in every layer", …
     seven_bit_weights: bool = False  # every int8 layer: what keeps u8×s8 pairs from saturating in 16 bits
     chosen_for: str | None = None  # the target that weights_range was chosen for, and why
+    weights_per_channel: bool = True  # one scale per output channel, or one per tensor
+    corrections: str | None = None  # applied to the PyTorch model first: cross-layer equalization, bias correction
     input_output: str | None = None
     calibration: Calibration | None = None
 
