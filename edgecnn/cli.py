@@ -242,6 +242,15 @@ def train(
             help="Train in NHWC memory layout: depthwise convolutions (MobileNet, EfficientNet) train faster."
         ),
     ] = False,
+    qat: Annotated[
+        bool,
+        typer.Option(
+            "--qat",
+            help="Quantization-aware fine-tuning of a checkpoint: its int8 layers train with weights and inputs "
+            "rounded as int8 will round them (BatchNorm frozen), on its own data and split, at a tenth of the "
+            "default learning rate; export the result as any checkpoint.",
+        ),
+    ] = False,
     output: Annotated[Path, typer.Option(help="Run folder: best.pt, last.pt, metrics.json, curves.png.")] = Path(
         "runs/train"
     ),
@@ -281,6 +290,7 @@ def train(
         device=device,
         amp=amp,
         channels_last=channels_last,
+        qat=qat,
     )
     result = run_training(config, progress=not as_json)
     if as_json and int(os.environ.get("RANK", "0")) == 0:

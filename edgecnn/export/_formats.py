@@ -77,9 +77,6 @@ class Format:
     # converted in a worker process beside the other formats asked for (given a second core): for a
     # converter so slow, and so much in Python, that the others would otherwise wait for it
     in_worker: bool = False
-    # the toolchain corrects the int8 biases itself (NNCF's full bias correction): edgecnn's bias correction
-    # would correct them twice, so this format's int8 starts from the model without it
-    corrects_bias: bool = False
     # its int8 quantizer reads the fp32 artifact (onnxruntime, NNCF), not the PyTorch model (litert-torch's
     # PT2E): a corrected model needs an fp32 artifact of its own first
     quantizes_fp32_artifact: bool = True
@@ -108,6 +105,9 @@ class Int8Job:
     float_layers: tuple[str, ...] = ()
     float_positions: tuple[int, ...] = ()
     per_channel: bool = True  # the weights' scales: one per output channel, or one per tensor (--per-tensor)
+    #: edgecnn corrected the model's biases for int8 (``--int8-correction``): a toolchain's own bias correction
+    #: (NNCF's) would correct them twice
+    bias_corrected: bool = False
 
 
 FORMATS: dict[str, Format] = {
@@ -135,7 +135,6 @@ FORMATS: dict[str, Format] = {
         exporter="edgecnn.export.openvino",
         calibration_methods=("auto",),
         verify_precision="f32",
-        corrects_bias=True,
     ),
     "tflite": Format(
         "tflite",

@@ -44,7 +44,7 @@ from edgecnn.models._registry import ModelMeta, get_model_meta
 from edgecnn.models.checkpoint import held_out_images, resolve_model
 from edgecnn.models.complexity import check_input_size
 from edgecnn.optimize import fold_batchnorm
-from edgecnn.optimize.int8_correction import CORRECTIONS, CorrectedModels, correct_for_int8
+from edgecnn.optimize.int8_correction import CORRECTIONS, CorrectedModel, correct_for_int8
 from edgecnn.optimize.sensitivity import GROUPINGS, layer_sensitivity, quantizable_layers
 from edgecnn.optimize.sensitivity import write as write_sensitivity
 from edgecnn.runtime import open_runner
@@ -514,7 +514,7 @@ def _hold_max_drop(runs: list[_Run], work: _Work, reference: np.ndarray, order: 
         runs[runs.index(run)] = final
 
 
-def _correct_for_int8(work: _Work) -> CorrectedModels:
+def _correct_for_int8(work: _Work) -> CorrectedModel:
     """Cross-layer equalization and bias correction of the folded model as ``--int8-correction`` asks (``auto``:
     where they measurably lower the simulated int8 error); the int8 exports start from the result."""
     config, data = work.config, work.data
@@ -529,14 +529,9 @@ def _correct_for_int8(work: _Work) -> CorrectedModels:
             float_layers=config.float_layers,
         )
     work.int8_correction = corrected.report.applied
-    if corrected.report.applied != "none":
-        work.equalized_state = _state_if_changed(corrected.equalized, work.model)
-        work.bias_corrected_state = _state_if_changed(corrected.bias_corrected, work.model)
+    if corrected.model is not work.model:
+        work.int8_state = {key: value.detach().clone() for key, value in corrected.model.state_dict().items()}
     return corrected
-
-
-def _state_if_changed(model: nn.Module, folded: nn.Module) -> dict[str, torch.Tensor] | None:
-    return None if model is folded else {key: value.detach().clone() for key, value in model.state_dict().items()}
 
 
 def _sensitivity(work: _Work) -> dict[str, Any]:
@@ -560,20 +555,17 @@ class _Work:
     config: ExportConfig
     weights_hash: str
     float_positions: tuple[int, ...] = ()  # config.float_layers' places among the layers as they run
-    # the folded model's weights after --int8-correction: equalized only (for formats that correct biases
-    # themselves) and with edgecnn's bias correction; None where nothing changed
     int8_correction: str = "none"  # what --int8-correction applied
-    equalized_state: dict[str, torch.Tensor] | None = None
-    bias_corrected_state: dict[str, torch.Tensor] | None = None
+    # the folded model's weights after it (a state dict pickles into the worker process); None: unchanged
+    int8_state: dict[str, torch.Tensor] | None = None
 
-    def int8_model(self, fmt: Format) -> nn.Module:
-        """The model ``fmt``'s int8 quantizer starts from."""
+    def int8_model(self) -> nn.Module:
+        """The model every format's int8 quantizer starts from."""
         assert self.model is not None
-        state = self.equalized_state if fmt.corrects_bias else self.bias_corrected_state
-        if state is None:
+        if self.int8_state is None:
             return self.model
         corrected = copy.deepcopy(self.model)
-        corrected.load_state_dict(state)
+        corrected.load_state_dict(self.int8_state)
         return corrected
 
 
@@ -649,7 +641,7 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _int8_scheme(exporter: Exporter, fmt: Format, work: _Work, target: Target) -> Quantization:
+def _int8_scheme(exporter: Exporter, work: _Work, target: Target) -> Quantization:
     """The format's int8 scheme as its metadata records it, with the layers the user kept float, the weights'
     granularity and the corrections its model had."""
     config = work.config
@@ -659,14 +651,11 @@ def _int8_scheme(exporter: Exporter, fmt: Format, work: _Work, target: Target) -
             scheme, float_layers=f"{scheme.float_layers}; also {', '.join(config.float_layers)}"
         )
     applied = work.int8_correction.split("+") if work.int8_correction != "none" else []
-    words = {
-        "cle": "cross-layer equalization (edgecnn)",
-        "bias": "bias correction (the toolchain's own)" if fmt.corrects_bias else "bias correction (edgecnn)",
-    }
+    words = {"cle": "cross-layer equalization", "bias": "bias correction"}
     return dataclasses.replace(
         scheme,
         weights_per_channel=not config.per_tensor,
-        corrections=", ".join(words[name] for name in applied) or None,
+        corrections=", ".join(f"{words[name]} (edgecnn)" for name in applied) or None,
     )
 
 
@@ -677,7 +666,7 @@ def _export_one(fmt: Format, precision: str, work: _Work) -> ArtifactReport:
     started = time.perf_counter()
     target = resolve_target(config.target)
     metadata = _artifact_metadata(
-        meta, precision, data, config, work.weights_hash, _int8_scheme(exporter, fmt, work, target), target
+        meta, precision, data, config, work.weights_hash, _int8_scheme(exporter, work, target), target
     )
     stem = config.output / f"{meta.name}_{precision}"
     fp32_path = stem.with_name(f"{meta.name}_fp32{fmt.suffix}")
@@ -689,7 +678,7 @@ def _export_one(fmt: Format, precision: str, work: _Work) -> ArtifactReport:
                 exporter.export_float(model, example, path, metadata, dynamic, half=precision == "fp16")
             else:
                 assert data.calibration is not None
-                int8_model = work.int8_model(fmt)
+                int8_model = work.int8_model()
                 if int8_model is not model and fmt.quantizes_fp32_artifact:
                     fp32_path = Path(scratch) / fp32_path.name
                     exporter.export_float(int8_model, example, fp32_path, metadata, dynamic, half=False)
@@ -707,6 +696,7 @@ def _export_one(fmt: Format, precision: str, work: _Work) -> ArtifactReport:
                     tuple(config.float_layers),
                     work.float_positions,
                     per_channel=not config.per_tensor,
+                    bias_corrected="bias" in work.int8_correction,
                 )
                 exporter.quantize_int8(job)
     except Exception as exc:  # each converter raises its own types; the user needs which step failed and why

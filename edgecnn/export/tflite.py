@@ -24,6 +24,7 @@ from edgecnn._io import atomic_path
 from edgecnn.export._formats import HISTOGRAM_STRIDE, PERCENTILE_TAIL, Int8Job
 from edgecnn.export._quiet import quiet
 from edgecnn.models.layers import SqueezeExcitation
+from edgecnn.optimize.int8_correction import recipe_float_layers
 from edgecnn.runtime.base import METADATA_KEY, third_party_output_wanted
 from edgecnn.runtime.metadata import ArtifactMetadata, Quantization
 from edgecnn.runtime.targets import Target
@@ -63,7 +64,7 @@ def quantize_int8(job: Int8Job) -> Path:
         from torchao.quantization.pt2e import move_exported_model_to_eval
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-        quantizer = _clamp_aware_quantizer()(float_modules=(*_first_and_last_layers(job.model), *job.float_layers))
+        quantizer = _clamp_aware_quantizer()(float_modules=(*recipe_float_layers(job.model), *job.float_layers))
         quantizer.set_global(_quantization_config(job.method, job.per_channel))
         # squeeze-excite stays float, as in the other formats (see _graph); torch.export records module
         # types by qualified name, and that is what the quantizer's filter compares
@@ -86,13 +87,6 @@ def quantize_int8(job: Int8Job) -> Path:
         converted.export(str(temporary))
         _embed(temporary, job.metadata)
     return job.path
-
-
-def _first_and_last_layers(model: nn.Module) -> tuple[str, ...]:
-    """The qualified names of the first convolution and the last linear layer (the classifier)."""
-    convolutions = [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-    linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
-    return (*convolutions[:1], *linears[-1:])
 
 
 @functools.cache

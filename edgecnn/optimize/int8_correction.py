@@ -5,14 +5,13 @@ Both are the data-free quantization steps of Nagel et al. (2019). **Cross-layer 
 each output channel of a convolution by 1/s and the matching input channel of the next by s, so that every
 channel's weights span the same range in both: with per-tensor int8 weights a depthwise convolution whose
 channels span ranges 100× apart otherwise rounds its small channels to nothing. The product is unchanged only
-through an activation with f(x/s) = f(x)/s (ReLU, or none); ReLU6, hard-swish and the like clip or bend at
+through an activation with f(x/s) = f(x)/s (ReLU, pooling, or none); ReLU6, hard-swish and the like clip or bend at
 fixed values, so pairs through them are left as they are and counted (``CorrectionReport.skipped_pairs``):
 replacing ReLU6 by ReLU would change the fp32 model, which this step never does. **Bias correction** measures,
 on the calibration images, how far int8 rounding moves each layer's mean output per channel (weights and input
 rounded as the formats round them, every earlier layer already rounded and corrected) and subtracts that shift
-from the layer's bias. It changes the fp32 model on purpose, so only the int8 artifacts get it, and not where
-the format's own toolchain already corrects biases (NNCF's full bias correction for OpenVINO): there it would
-be corrected twice.
+from the layer's bias. It changes the fp32 model on purpose, so only the int8 artifacts get it; a toolchain's
+own bias correction (NNCF's, for OpenVINO) is switched off where it is applied, or it would correct twice.
 
 The layers the formats keep float (the first convolution, the classifier, squeeze-excite branches, the user's
 float layers) are neither rounded nor corrected in the simulation. ``auto`` applies the combination whose
@@ -37,8 +36,9 @@ from edgecnn.models.layers import SqueezeExcitation
 from edgecnn.optimize.sensitivity import input_ranges, layer_hooks, logits, quantizable_layers, quantized, score
 
 CORRECTIONS = ("auto", "none", "cle", "bias", "cle+bias")
-#: activations that commute with a positive per-channel scale: f(x / s) = f(x) / s
-HOMOGENEOUS = (nn.ReLU, nn.Identity, nn.Dropout)
+#: what may sit between an equalized pair: per-channel maps that commute with a positive per-channel scale,
+#: f(x / s) = f(x) / s (pooling takes each channel's max or mean)
+HOMOGENEOUS = (nn.ReLU, nn.Identity, nn.Dropout, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
 #: auto applies a correction only where its simulated error is below this share of plain int8's
 AUTO_GAIN = 0.9
 CLE_ROUNDS = 20  # a chain of pairs converges in a few rounds; this bounds it
@@ -46,6 +46,8 @@ CLE_ROUNDS = 20  # a chain of pairs converges in a few rounds; this bounds it
 # next layer runs), and the candidates' ranges come from the same images: 64 at 240×240 took 13 s against 52 s
 # for 128, which spilled memory; 64 images' worth of positions estimate a channel's mean well
 SIMULATION_IMAGES = 64
+#: held-out images auto compares the candidates on: enough to tell them apart, bounded at 224 pixels
+CHOICE_IMAGES = 1000
 
 
 @dataclass
@@ -82,12 +84,10 @@ class CorrectionReport:
 
 
 @dataclass
-class CorrectedModels:
-    """The int8 starting points: the equalized model (CLE only, or the folded model) and the one with biases
-    corrected too (for the formats whose toolchain does not correct them itself)."""
+class CorrectedModel:
+    """The int8 starting point (the folded model itself where nothing was applied) and what was done."""
 
-    equalized: nn.Module
-    bias_corrected: nn.Module
+    model: nn.Module
     report: CorrectionReport
 
 
@@ -245,7 +245,7 @@ def correct_for_int8(
     requested: str = "auto",
     per_channel: bool = True,
     float_layers: list[str] | tuple[str, ...] = (),
-) -> CorrectedModels:
+) -> CorrectedModel:
     """The int8 starting points for ``folded`` (a BatchNorm-folded model, left unchanged): with ``requested``
     corrections, or with the combination ``auto`` finds measurably better in simulation."""
     if requested not in CORRECTIONS:
@@ -253,7 +253,7 @@ def correct_for_int8(
     started = time.perf_counter()
     folded = folded.eval()
     calib = torch.from_numpy(np.ascontiguousarray(calibration[:SIMULATION_IMAGES], dtype=np.float32))
-    held = torch.from_numpy(np.ascontiguousarray(held_out, dtype=np.float32))
+    held = torch.from_numpy(np.ascontiguousarray(held_out[:CHOICE_IMAGES], dtype=np.float32))
     kept_float = {*recipe_float_layers(folded), *float_layers}
     int8_layers = [name for name in quantizable_layers(folded, calib[:1]) if name not in kept_float]
     pairs, skipped = equalization_pairs(folded)
@@ -273,7 +273,6 @@ def correct_for_int8(
             chosen = {layer: found[layer] for layer in int8_layers}
             corrected_layers = correct_biases(model, chosen, calib, per_channel)
             built[name] = model
-    reference = logits(folded, held)
     report = CorrectionReport(
         requested=requested,
         applied=requested,
@@ -284,15 +283,17 @@ def correct_for_int8(
         fp32_change=0.0,
         images=len(held),
     )
+    reference = logits(folded, held) if requested == "auto" or "cle" in built else None
     if requested == "auto":
+        assert reference is not None
         for name in candidates:
             error, agreement = simulated_error(built[name], int8_layers, calib, held, reference, per_channel)
             report.simulated_error[name], report.simulated_agreement[name] = error, agreement
         best = min(report.simulated_error, key=report.simulated_error.__getitem__)
         report.applied = best if report.simulated_error[best] < AUTO_GAIN * report.simulated_error["none"] else "none"
     if "cle" in built:
+        assert reference is not None
         change = (logits(built["cle"], held) - reference).abs().max()
         report.fp32_change = float(change / (reference.max() - reference.min()).clamp(min=1e-12))
     report.seconds = time.perf_counter() - started
-    equalized = built["cle"] if "cle" in report.applied else folded
-    return CorrectedModels(equalized=equalized, bias_corrected=built[report.applied], report=report)
+    return CorrectedModel(built[report.applied], report)

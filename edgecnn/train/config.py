@@ -32,6 +32,8 @@ class LossName(str, Enum):
     mse = "mse"
 
 
+#: quantization-aware fine-tuning starts from trained weights: large steps would undo them
+QAT_LR_SHARE = 0.1
 DEFAULT_LR = {OptimizerName.sgd: 0.05, OptimizerName.adam: 1e-3, OptimizerName.adamw: 2e-3, OptimizerName.rmsprop: 1e-3}
 
 
@@ -68,6 +70,9 @@ class TrainConfig:
     #: NHWC tensors: oneDNN's depthwise convolutions run about 2-3x faster in training that way (MobileNet,
     #: EfficientNet); plain convolutions may not gain. An explicit choice: measure it on your machine.
     channels_last: bool = False
+    #: quantization-aware fine-tuning of a checkpoint (``edgecnn.optimize.qat``): its own data and split,
+    #: a tenth of the default learning rate unless --lr says otherwise
+    qat: bool = False
 
     def __post_init__(self) -> None:
         self.output = Path(self.output)
@@ -95,10 +100,14 @@ class TrainConfig:
         if self.freeze not in ("none", "backbone") and not (self.freeze.isdigit() and int(self.freeze) > 0):
             raise EdgeCNNError(f"freeze must be none, backbone or a number of blocks, got {self.freeze!r}")
         parse_augment(self.augment)
+        if self.qat and not str(self.model).endswith(".pt"):
+            raise EdgeCNNError("--qat fine-tunes a trained model for int8: give a checkpoint (.pt), not a model name")
 
     @property
     def learning_rate(self) -> float:
-        return DEFAULT_LR[self.optimizer] if self.lr is None else self.lr
+        if self.lr is not None:
+            return self.lr
+        return DEFAULT_LR[self.optimizer] * (QAT_LR_SHARE if self.qat else 1)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

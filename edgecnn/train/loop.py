@@ -27,6 +27,7 @@ from edgecnn.errors import EdgeCNNError
 from edgecnn.models._registry import ModelSpec, get_model_meta, get_model_spec
 from edgecnn.models.checkpoint import load_checkpoint, resolve_model, save_checkpoint
 from edgecnn.models.complexity import check_input_size
+from edgecnn.optimize.qat import FakeQuantized
 from edgecnn.train.config import EpochRecord, LossName, OptimizerName, SchedulerName, TrainConfig, TrainResult
 
 log = logging.getLogger(__name__)
@@ -242,7 +243,11 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     model, spec = build_model(config, source)
     meta = get_model_meta(model)
     preprocessing = meta.preprocessing
-    split = make_split(source, config.val_fraction, config.test_fraction, config.seed)
+    split = (
+        _qat_split(config, source)
+        if config.qat
+        else make_split(source, config.val_fraction, config.test_fraction, config.seed)
+    )
     if config.train_images is not None:
         subset = balanced_sample(source.labels, split.train, config.train_images, seed=config.seed)
         split = replace(split, train=tuple(sorted(subset)))
@@ -281,8 +286,9 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
             f"{sum(p.numel() for p in trainable):,} trainable parameters, {device}"
             + (f" × {world.world_size} processes" if world.world_size > 1 else "")
         )
+    simulation = FakeQuantized(model) if config.qat else contextlib.nullcontext()
     try:
-        with _progress(show) as bar:
+        with _progress(show) as bar, simulation:
             for epoch in range(1, config.epochs + 1):
                 if sampler is not None:
                     sampler.set_epoch(epoch)
@@ -430,6 +436,15 @@ def _epoch_line(record: EpochRecord, epochs: int, improved: bool) -> str:
         f"{record.images_per_second:,.0f} img/s  data {100 * record.data_loading_share:.0f}%"
         + ("  ★ best" if improved else "")
     )
+
+
+def _qat_split(config: TrainConfig, source: ImageSource) -> Split:
+    """The checkpoint's own split: its validation and test images must stay what they were."""
+    trained_on = load_checkpoint(config.model).metadata.get("data")
+    if not trained_on or trained_on["fingerprint"] != source.fingerprint():
+        name = trained_on["source"] if trained_on else "no recorded data"
+        raise EdgeCNNError(f"--qat fine-tunes on the data the checkpoint trained on ({name}): pass --data {name}")
+    return Split.from_dict(trained_on["split"])
 
 
 def _data_section(source: ImageSource, split: Split) -> dict[str, object]:

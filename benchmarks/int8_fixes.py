@@ -1,0 +1,113 @@
+"""The int8 fixes on the Fashion-MNIST cells post-training quantization does not hold: plain int8, the
+automatic correction, quantization-aware fine-tuning, and --max-drop, each on the 10,000 test images.
+
+For each checkpoint of ``benchmarks/train_fashion.py`` named (default: EfficientNet-B0, the model whose
+plain int8 lost most in ``int8_accuracy.py``), in every format:
+
+- ``plain``: ``--int8-correction none`` (what ``int8_accuracy.py`` measured before the corrections existed);
+- ``auto``: the default ``--int8-correction auto``;
+- ``qat``: ``edgecnn train CHECKPOINT --qat --epochs N``, then the default export;
+- ``max-drop``: the default export with ``--max-drop 0.5`` (the fewest layers kept float).
+
+Each cell: int8 top-1 and its drop against the checkpoint's own PyTorch fp32 (the QAT checkpoint's fp32 is
+its own, so its row also gives its fp32 against the original), agreement, layers kept float. Target: the
+plain drop at least halved by one of the fixes, in every format.
+
+    .venv/bin/python benchmarks/int8_fixes.py [--models efficientnet_b0] [--qat-epochs 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from _provenance import provenance
+from train_fashion import PLANS
+
+from edgecnn._io import write_json
+from edgecnn.export import ExportConfig, export
+from edgecnn.train import TrainConfig, train
+
+RESULTS = Path(__file__).parent / "results" / "int8_fixes.json"
+MAX_DROP = 0.5
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="efficientnet_b0")
+    parser.add_argument("--qat-epochs", type=int, default=2)
+    parser.add_argument("--checkpoints", type=Path, default=Path("runs/bench_fashion"))
+    parser.add_argument("--output", type=Path, default=Path("runs/bench_int8_fixes"))
+    args = parser.parse_args()
+    rows: list[dict] = []
+    original = 0.0  # the checkpoint's own fp32 top-1: what QAT's int8 is judged against too
+    for name in args.models.split(","):
+        checkpoint = args.checkpoints / name / "best.pt"
+        if not checkpoint.exists():
+            raise SystemExit(f"{checkpoint} is missing: run benchmarks/train_fashion.py --models {name} first")
+        started = time.perf_counter()
+        plan = PLANS[name]  # fine-tuned as it was trained, at the QAT learning rate
+        qat = train(
+            TrainConfig(
+                str(checkpoint),
+                data="fashion-mnist",
+                epochs=args.qat_epochs,
+                batch_size=plan.batch_size,
+                augment=plan.augment,
+                label_smoothing=plan.label_smoothing,
+                channels_last=plan.channels_last,
+                qat=True,
+                output=args.output / name / "qat",
+            ),
+            progress=False,
+        )
+        qat_seconds = time.perf_counter() - started
+        variants = {
+            "plain": (checkpoint, {"int8_correction": "none"}),
+            "auto": (checkpoint, {}),
+            "qat": (qat.checkpoint, {}),
+            "max-drop": (checkpoint, {"max_drop": MAX_DROP}),
+        }
+        for variant, (source, options) in variants.items():
+            started = time.perf_counter()
+            config = ExportConfig(
+                str(source), int8=True, output=args.output / name / variant, keep_degraded=True, **options
+            )
+            report = export(config)
+            seconds = time.perf_counter() - started
+            assert report.reference_accuracy is not None
+            original = report.reference_accuracy if variant == "plain" else original
+            for artifact in (a for a in report.artifacts if a.precision == "int8"):
+                checks = artifact.verification
+                rows.append(
+                    {
+                        "model": name,
+                        "variant": variant,
+                        "format": artifact.format,
+                        "images": report.verification_images,
+                        "fp32_accuracy": round(report.reference_accuracy, 2),
+                        "int8_accuracy": round(checks["accuracy"], 2),
+                        "drop_points": round(report.reference_accuracy - checks["accuracy"], 2),
+                        "drop_vs_original_fp32": round(original - checks["accuracy"], 2),
+                        "top1_agreement": round(checks["top1_agreement"], 2),
+                        "correction": (report.int8_correction or {}).get("applied"),
+                        "kept_float": artifact.kept_float,
+                        "export_seconds_all_formats": round(seconds, 1),
+                        "qat_seconds": round(qat_seconds, 1) if variant == "qat" else None,
+                    }
+                )
+                print(rows[-1], flush=True)
+            write_json(RESULTS, {**provenance("int8_fixes"), "data": "fashion-mnist", "rows": rows})
+    print("\n| model | variant | runtime | fp32 | int8 | drop | vs original fp32 | agreement | correction | float |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['model']} | {r['variant']} | {r['format']} | {r['fp32_accuracy']:.2f}% | {r['int8_accuracy']:.2f}% "
+            f"| {r['drop_points']:+.2f} | {r['drop_vs_original_fp32']:+.2f} | {r['top1_agreement']:.2f}% "
+            f"| {r['correction']} | {len(r['kept_float'])} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
