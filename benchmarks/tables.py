@@ -152,6 +152,27 @@ def int8_correction(results: dict[str, Any]) -> list[str]:
     )
 
 
+def int8_fixes(results: dict[str, Any]) -> list[str]:
+    """Per model and format: int8 top-1 drop (agreement) of each fix against the original fp32."""
+    variants = list(dict.fromkeys(r["variant"] for r in results["rows"]))
+    cells = {(r["model"], r["format"], r["variant"]): r for r in results["rows"]}
+    keys = list(dict.fromkeys((r["model"], r["format"]) for r in results["rows"]))
+
+    def cell(r: Row) -> str:
+        kept = f", {len(r['kept_float'])} float" if r["kept_float"] else ""
+        return f"{r['drop_vs_original_fp32']:+.2f} ({r['top1_agreement']:.1f}%{kept})"
+
+    def halved(model: str, fmt: str) -> str:
+        plain = cells[(model, fmt, "plain")]["drop_vs_original_fp32"]
+        best = min(cells[(model, fmt, v)]["drop_vs_original_fp32"] for v in variants if v != "plain")
+        return mark(best <= plain / 2)
+
+    return table(
+        ["model", "format", *variants, "drop halved"],
+        ([m, f, *(cell(cells[(m, f, v)]) for v in variants), halved(m, f)] for m, f in keys),
+    )
+
+
 def int8_latency(results: dict[str, Any]) -> list[str]:
     header = ["model", "runtime", "edgecnn int8", "by hand int8", "ratio", "edgecnn fp32", "PyTorch eager fp32"]
     return table(
@@ -370,6 +391,7 @@ RENDERERS: dict[str, Renderer] = {
     "int8_accuracy": int8_accuracy,
     "real_int8": real_int8,
     "int8_correction": int8_correction,
+    "int8_fixes": int8_fixes,
     "int8_latency": int8_latency,
     "export_time": export_time,
     "onnx_calibration": onnx_calibration,

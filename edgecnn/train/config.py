@@ -10,6 +10,7 @@ from typing import Any
 
 from edgecnn.data.augment import DEFAULT_AUGMENT, parse_augment
 from edgecnn.errors import EdgeCNNError
+from edgecnn.models.checkpoint import is_checkpoint_path
 
 SCHEMA_VERSION = 1
 
@@ -100,7 +101,7 @@ class TrainConfig:
         if self.freeze not in ("none", "backbone") and not (self.freeze.isdigit() and int(self.freeze) > 0):
             raise EdgeCNNError(f"freeze must be none, backbone or a number of blocks, got {self.freeze!r}")
         parse_augment(self.augment)
-        if self.qat and not str(self.model).endswith(".pt"):
+        if self.qat and not is_checkpoint_path(self.model):
             raise EdgeCNNError("--qat fine-tunes a trained model for int8: give a checkpoint (.pt), not a model name")
 
     @property
