@@ -149,6 +149,7 @@ def test_export_carries_the_correction_into_every_format_and_per_tensor_weights(
         metadata = open_runner(artifact_path(corrected, fmt, "int8")).metadata
         assert metadata.quantization.corrections == "bias correction (edgecnn)"
         assert metadata.quantization.weights_per_channel is False
+        assert "per-channel" not in metadata.quantization.scheme
         assert open_runner(artifact_path(corrected, fmt, "fp32")).metadata.quantization is None
     assert _onnx_weight_scales(artifact_path(corrected, "onnx", "int8")) == {1}
     assert _tflite_weight_scales(artifact_path(corrected, "tflite", "int8")) == {1}

@@ -654,6 +654,7 @@ def _int8_scheme(exporter: Exporter, work: _Work, target: Target) -> Quantizatio
     words = {"cle": "cross-layer equalization", "bias": "bias correction"}
     return dataclasses.replace(
         scheme,
+        scheme=scheme.scheme.replace("per-channel", "per-tensor") if config.per_tensor else scheme.scheme,
         weights_per_channel=not config.per_tensor,
         corrections=", ".join(f"{words[name]} (edgecnn)" for name in applied) or None,
     )
