@@ -368,7 +368,7 @@ def export_command(
             help="Before any format quantizes, make the folded model easier to quantize: cle (cross-layer "
             "equalization: exact in fp32; pairs through ReLU6 or hard-swish are left alone), bias (bias "
             "correction: the mean shift int8 rounding causes, measured on the calibration images, taken out of "
-            "each layer's bias; OpenVINO keeps NNCF's own), cle+bias, none, or auto: the one whose simulated int8 "
+            "each layer's bias; NNCF's own is then off), cle+bias, none, or auto: the one whose simulated int8 "
             "is measurably closest to fp32 on the held-out images.",
         ),
     ] = "auto",
