@@ -12,7 +12,7 @@ from test_sensitivity import digits_images
 from edgecnn.export import ExportConfig, export
 from edgecnn.models.checkpoint import load_checkpoint
 from edgecnn.optimize.int8_correction import recipe_float_layers
-from edgecnn.optimize.qat import FakeQuantized, fake_quantize_weight_trainable
+from edgecnn.optimize.qat import FakeQuantized
 from edgecnn.optimize.sensitivity import fake_quantize_weight, logits, quantizable_layers, quantized
 from edgecnn.train import TrainConfig, train
 
@@ -33,8 +33,10 @@ def test_the_qat_forward_is_the_int8_simulation_and_passes_gradients_straight_th
     assert torch.allclose(trained, simulated, atol=1e-5)
     assert not torch.allclose(trained, logits(model, images), atol=1e-3)  # left: the model computes float again
     weight = torch.randn(8, 4, 3, 3, requires_grad=True)
-    rounded = fake_quantize_weight_trainable(weight)
+    rounded = fake_quantize_weight(weight)
     assert torch.equal(rounded.detach(), fake_quantize_weight(weight.detach()))
+    steps = rounded.detach() / (weight.detach().reshape(8, -1).abs().amax(1) / 127).view(-1, 1, 1, 1)
+    assert torch.allclose(steps, steps.round(), atol=1e-4)  # on the int8 grid, as without gradients
     rounded.sum().backward()
     assert torch.equal(weight.grad, torch.ones_like(weight))
 

@@ -255,7 +255,7 @@ def correct_for_int8(
     calib = torch.from_numpy(np.ascontiguousarray(calibration[:SIMULATION_IMAGES], dtype=np.float32))
     held = torch.from_numpy(np.ascontiguousarray(held_out[:CHOICE_IMAGES], dtype=np.float32))
     kept_float = {*recipe_float_layers(folded), *float_layers}
-    int8_layers = [name for name in quantizable_layers(folded, calib[:1]) if name not in kept_float]
+    int8_layers = [name for name in quantizable_layers(folded) if name not in kept_float]
     pairs, skipped = equalization_pairs(folded)
     if requested != "auto":
         candidates: tuple[str, ...] = ("none", requested)

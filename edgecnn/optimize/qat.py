@@ -22,30 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgecnn.optimize.int8_correction import recipe_float_layers
-from edgecnn.optimize.sensitivity import quantizable_layers
+from edgecnn.optimize.sensitivity import fake_quantize_input, fake_quantize_weight, quantizable_layers
 
 #: weight of each batch in the tracked input ranges (PyTorch's moving-average observers use the same)
 RANGE_MOMENTUM = 0.01
-
-
-def _round_through(values: torch.Tensor) -> torch.Tensor:
-    """Rounded forward, identity backward (the straight-through estimator)."""
-    return values + (torch.round(values) - values).detach()
-
-
-def fake_quantize_weight_trainable(weight: torch.Tensor) -> torch.Tensor:
-    """Symmetric int8 per output channel with straight-through gradients (the scale itself is not trained)."""
-    shape = (-1,) + (1,) * (weight.dim() - 1)
-    scale = (weight.detach().reshape(weight.shape[0], -1).abs().amax(1).clamp(min=1e-12) / 127).view(shape)
-    return torch.clamp(_round_through(weight / scale), -127, 127) * scale
-
-
-def fake_quantize_input_trainable(values: torch.Tensor, low: float, high: float) -> torch.Tensor:
-    """Asymmetric uint8 over [low, high] (widened to hold 0) with straight-through gradients inside the range."""
-    low, high = min(low, 0.0), max(high, 0.0)
-    scale = max(high - low, 1e-12) / 255
-    zero_point = round(-low / scale)
-    return (torch.clamp(_round_through(values / scale) + zero_point, 0, 255) - zero_point) * scale
 
 
 class FakeQuantized:
@@ -59,11 +39,18 @@ class FakeQuantized:
         self.layers = {name: layer for name, layer in quantizable_layers(model).items() if name not in kept_float}
         self.model = model
         self.ranges: dict[str, tuple[float, float]] = {}
+        self._norm_parameters: dict[nn.Parameter, bool] = {}  # BatchNorm parameters: whether they trained
 
     def __enter__(self) -> FakeQuantized:
-        for module in self.model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.requires_grad_(False)  # the training loop keeps norms without gradients in eval mode
+        # the training loop keeps norms without gradients in eval mode; each gets its own flag back after
+        self._norm_parameters = {
+            parameter: parameter.requires_grad
+            for module in self.model.modules()
+            if isinstance(module, nn.modules.batchnorm._BatchNorm)
+            for parameter in module.parameters()
+        }
+        for parameter in self._norm_parameters:
+            parameter.requires_grad_(False)
         for name, layer in self.layers.items():
             layer.forward = self._forward_for(name, layer)  # an instance attribute: not in the state dict
         return self
@@ -71,14 +58,13 @@ class FakeQuantized:
     def __exit__(self, *_: object) -> None:
         for layer in self.layers.values():
             del layer.forward
-        for module in self.model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.requires_grad_(True)
+        for parameter, wanted in self._norm_parameters.items():
+            parameter.requires_grad_(wanted)
 
     def _forward_for(self, name: str, layer: nn.Module) -> Any:
         def forward(inputs: torch.Tensor) -> torch.Tensor:
-            inputs = fake_quantize_input_trainable(inputs, *self._range(name, inputs, layer.training))
-            weight = fake_quantize_weight_trainable(layer.weight)
+            inputs = fake_quantize_input(inputs, *self._range(name, inputs, layer.training))
+            weight = fake_quantize_weight(layer.weight)
             if isinstance(layer, nn.Conv2d):
                 return layer._conv_forward(inputs, weight, layer.bias)
             return F.linear(inputs, weight, layer.bias)

@@ -100,21 +100,29 @@ def block_of(name: str) -> str:
     return ".".join(parts[:2]) if len(parts) > 2 else parts[0]
 
 
+def round_through(values: torch.Tensor) -> torch.Tensor:
+    """Rounded forward, identity backward (the straight-through estimator QAT trains through); the forward
+    value is exactly ``torch.round``'s."""
+    return values + (torch.round(values) - values).detach()
+
+
 def fake_quantize_weight(weight: torch.Tensor, per_channel: bool = True) -> torch.Tensor:
     """Symmetric int8 per output channel (what every format's int8 weights are by default), or with one scale
-    for the whole tensor (``export --per-tensor``)."""
-    flat = weight.reshape(weight.shape[0] if per_channel else 1, -1)
+    for the whole tensor (``export --per-tensor``). Differentiable for QAT: straight through the rounding,
+    the scale itself not trained."""
+    flat = weight.detach().reshape(weight.shape[0] if per_channel else 1, -1)
     scale = flat.abs().amax(dim=1).clamp(min=1e-12) / 127
     shape = (-1,) + (1,) * (weight.dim() - 1) if per_channel else (1,) * weight.dim()
-    return (torch.round(weight / scale.view(shape)).clamp(-127, 127) * scale.view(shape)).to(weight.dtype)
+    return (round_through(weight / scale.view(shape)).clamp(-127, 127) * scale.view(shape)).to(weight.dtype)
 
 
 def fake_quantize_input(tensor: torch.Tensor, low: float, high: float) -> torch.Tensor:
-    """Asymmetric uint8 per tensor over [low, high] (widened to hold 0, as the quantizers do)."""
+    """Asymmetric uint8 per tensor over [low, high] (widened to hold 0, as the quantizers do); differentiable
+    for QAT: straight through the rounding inside the range, no gradient where it clips."""
     low, high = min(low, 0.0), max(high, 0.0)
     scale = max(high - low, 1e-12) / 255
     zero_point = round(-low / scale)
-    return (torch.clamp(torch.round(tensor / scale) + zero_point, 0, 255) - zero_point) * scale
+    return (torch.clamp(round_through(tensor / scale) + zero_point, 0, 255) - zero_point) * scale
 
 
 def input_ranges(
