@@ -441,11 +441,18 @@ def export_command(
             console.print(line, highlight=False)
     for artifact in report.artifacts:
         if artifact.max_drop_search:
-            kept = ", ".join(artifact.kept_float) or "none"
+            kept = ", ".join(f"{name} {error:.3f}" for name, error in artifact.kept_float_errors.items()) or "none"
             tries = ", ".join(f"{t['kept_float']}: {t['loss']:.2f}" for t in artifact.max_drop_search)
+            cost = artifact.float_latency
+            latency = (
+                f"; p50 {cost['full_int8_p50_ms']:.3g} → {cost['with_float_p50_ms']:.3g} ms ({cost['ratio']:.2f}×, "
+                "interleaved, this machine)"
+                if cost
+                else ""
+            )
             console.print(
                 f"{Path(artifact.path).name}: {len(artifact.kept_float)} layer(s) kept float for --max-drop "
-                f"{max_drop:g} ({kept}); tried (layers float: loss) {tries}",
+                f"{max_drop:g} ({kept}: relative error alone); tried (layers float: loss) {tries}{latency}",
                 highlight=False,
             )
     if report.int8_correction:

@@ -192,7 +192,12 @@ def test_max_drop_keeps_the_faulty_layer_float_and_only_it_in_every_format(train
         tries = artifact["max_drop_search"]
         assert tries[0]["kept_float"] == 0 and tries[0]["loss"] > 1  # plain int8 missed the budget
         assert artifact["kept_float"] == [faulty]  # the fewest: one layer, the one with the fault
+        assert list(artifact["kept_float_errors"]) == [faulty] and artifact["kept_float_errors"][faulty] > 0
+        cost = artifact["float_latency"]  # both measured here, in the artifact's own runtime
+        assert cost["full_int8_p50_ms"] > 0 and cost["with_float_p50_ms"] > 0 and cost["cpu_flags"] is not None
+        assert cost["ratio"] == pytest.approx(cost["with_float_p50_ms"] / cost["full_int8_p50_ms"], rel=1e-2)
         assert report["reference_accuracy"] - artifact["verification"]["accuracy"] <= 1
         sidecar = json.loads(Path(artifact["path"] + ".json").read_text())
         assert sidecar["quantization"]["float_layers"].endswith(f"; also {faulty}")
-    assert f"1 layer(s) kept float for --max-drop 1 ({faulty})" in done.stdout
+    assert f"1 layer(s) kept float for --max-drop 1 ({faulty} " in done.stdout
+    assert "interleaved, this machine" in done.stdout

@@ -13,6 +13,7 @@ import functools
 import hashlib
 import os
 import resource
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from torch import nn
 from edgecnn import __version__
 from edgecnn._io import write_json
 from edgecnn._threads import torch_threads
+from edgecnn.bench.benchmark import BenchConfig, bench
 from edgecnn.data.datasets import (
     DataError,
     ImageSource,
@@ -48,7 +50,7 @@ from edgecnn.optimize.int8_correction import CORRECTIONS, CorrectedModel, correc
 from edgecnn.optimize.sensitivity import GROUPINGS, layer_sensitivity, quantizable_layers
 from edgecnn.optimize.sensitivity import write as write_sensitivity
 from edgecnn.runtime import open_runner
-from edgecnn.runtime.base import artifact_size, one_line_error, run_in_batches, sidecar_path
+from edgecnn.runtime.base import artifact_files, artifact_size, one_line_error, run_in_batches, sidecar_path
 from edgecnn.runtime.metadata import ArtifactMetadata, Calibration, HeldOut, InputSpec, Quantization
 from edgecnn.runtime.targets import AUTO, Target, resolve_target
 
@@ -59,6 +61,8 @@ IMAGENET_CALIBRATION = "imagenette-320"
 # small chunks: at 224, 269 MobileNetV2 images took 11 s in chunks of 32 (activations spill the caches),
 # 4-5 s in chunks of 1-4, and one batch of 269 would hold gigabytes
 REFERENCE_BATCH = 4
+#: timed calls of each artifact when --max-drop measures what its float layers cost
+FLOAT_LATENCY_RUNS = 200
 # What each precision is held to. Targets: fp32 within 1e-4 of the logit range; fp16 within 1e-2; int8
 # 99% top-1 agreement and at most 0.5 points of accuracy lost. Broken, from measured artifacts: good int8
 # of a real ImageNet-trained EfficientNet-Lite1 keeps a mean cosine of 0.98 with the fp32 logits
@@ -139,6 +143,9 @@ class ArtifactReport:
     status_reason: str = ""
     kept_float: list[str] = field(default_factory=list)  # layers --max-drop kept float, most sensitive first
     max_drop_search: list[dict[str, Any]] = field(default_factory=list)  # each try: layers kept float, its loss
+    # why each was kept: its relative logit error quantized alone (the sensitivity ranking --max-drop follows)
+    kept_float_errors: dict[str, float] = field(default_factory=dict)
+    float_latency: dict[str, Any] | None = None  # what they cost: full int8 against this, measured interleaved
 
 
 @dataclass
@@ -447,7 +454,8 @@ def _hold_max_drop(runs: list[_Run], work: _Work, reference: np.ndarray, order: 
     """--max-drop: an int8 artifact that loses more than it allows is exported again with the layers most
     sensitive to int8 kept float, the fewest that bring it within: doubling their number until it holds,
     then bisecting (more layers float lose less, as a rule, not a law). The loss is the accuracy drop
-    against PyTorch fp32 on the held-out images where they have labels, else the share that disagrees."""
+    against PyTorch fp32 on the held-out images where they have labels, else the share that disagrees.
+    What the float layers cost is measured too: the full-int8 artifact and the result, interleaved."""
     config, data = work.config, work.data
     assert work.model is not None and data.calibration is not None and config.max_drop is not None
     budget = config.max_drop
@@ -465,53 +473,76 @@ def _hold_max_drop(runs: list[_Run], work: _Work, reference: np.ndarray, order: 
     if not missing:
         return
     with console.status("int8 sensitivity by layer: which layers to keep float first"):
-        ranking = [row.name for row in layer_sensitivity(work.model, data.calibration).ranked()]
-    candidates = [name for name in ranking if name not in config.float_layers]
-    for run in missing:
-        fmt = FORMATS[run.artifact.format]
-        tries: list[dict[str, Any]] = [{"kept_float": 0, "loss": loss(run)}]
+        errors = {row.name: row.relative_error for row in layer_sensitivity(work.model, data.calibration).ranked()}
+    candidates = [name for name in errors if name not in config.float_layers]
+    with tempfile.TemporaryDirectory(prefix="edgecnn-full-int8-") as scratch:
+        for run in missing:
+            fmt = FORMATS[run.artifact.format]
+            full_int8 = Path(scratch) / fmt.name / Path(run.artifact.path).name
+            full_int8.parent.mkdir()
+            for part in artifact_files(run.artifact.path):  # the tries overwrite it where it is
+                shutil.copy2(part, full_int8.parent / part.name)
+            tries: list[dict[str, Any]] = [{"kept_float": 0, "loss": loss(run)}]
 
-        def attempt(count: int, fmt: Format = fmt, tries: list[dict[str, Any]] = tries) -> _Run:
-            layers = [*config.float_layers, *candidates[:count]]
-            trial = dataclasses.replace(
-                work,
-                config=dataclasses.replace(config, float_layers=layers),
-                float_positions=_float_positions(order, layers, work.meta.name),
-            )
-            tried = _export_and_run(fmt, "int8", trial, None, console.status)
-            tried.compare_with(reference, data.labels)
-            tries.append({"kept_float": count, "loss": loss(tried)})
-            return tried
+            def attempt(count: int, fmt: Format = fmt, tries: list[dict[str, Any]] = tries) -> _Run:
+                layers = [*config.float_layers, *candidates[:count]]
+                trial = dataclasses.replace(
+                    work,
+                    config=dataclasses.replace(config, float_layers=layers),
+                    float_positions=_float_positions(order, layers, work.meta.name),
+                )
+                tried = _export_and_run(fmt, "int8", trial, None, console.status)
+                tried.compare_with(reference, data.labels)
+                tries.append({"kept_float": count, "loss": loss(tried)})
+                return tried
 
-        held: dict[int, _Run] = {}
-        missed, count, last = 0, 1, run
-        while count <= len(candidates) and not held:
-            last = attempt(count)
-            if loss(last) <= budget:
-                held[count] = last
+            held: dict[int, _Run] = {}
+            missed, count, last = 0, 1, run
+            while count <= len(candidates) and not held:
+                last = attempt(count)
+                if loss(last) <= budget:
+                    held[count] = last
+                else:
+                    missed = count
+                    count = len(candidates) + 1 if count == len(candidates) else min(2 * count, len(candidates))
+            while held and min(held) - missed > 1:
+                middle = (min(held) + missed) // 2
+                last = attempt(middle)
+                if loss(last) <= budget:
+                    held[middle] = last
+                else:
+                    missed = middle
+            if held:
+                fewest = min(held)
+                final = last if last is held[fewest] else attempt(fewest)  # later tries overwrote its files
             else:
-                missed = count
-                count = len(candidates) + 1 if count == len(candidates) else min(2 * count, len(candidates))
-        while held and min(held) - missed > 1:
-            middle = (min(held) + missed) // 2
-            last = attempt(middle)
-            if loss(last) <= budget:
-                held[middle] = last
-            else:
-                missed = middle
-        if held:
-            fewest = min(held)
-            final = last if last is held[fewest] else attempt(fewest)  # later tries overwrote its files
-        else:
-            fewest, final = len(candidates), last
-            warnings.append(
-                f"{Path(final.artifact.path).name}: --max-drop {budget:g} not held even with every layer float "
-                f"(loss {loss(final):.2f})"
-            )
-        final.artifact.kept_float = candidates[:fewest]
-        final.artifact.max_drop_search = tries
-        final.write_sidecar()
-        runs[runs.index(run)] = final
+                fewest, final = len(candidates), last
+                warnings.append(
+                    f"{Path(final.artifact.path).name}: --max-drop {budget:g} not held even with every layer "
+                    f"float (loss {loss(final):.2f})"
+                )
+            final.artifact.kept_float = candidates[:fewest]
+            final.artifact.kept_float_errors = {name: round(errors[name], 6) for name in candidates[:fewest]}
+            final.artifact.max_drop_search = tries
+            with console.status(f"{fmt.name}: latency of full int8 against {fewest} layer(s) float, interleaved"):
+                final.artifact.float_latency = float_layers_latency(full_int8, Path(final.artifact.path))
+            final.write_sidecar()
+            runs[runs.index(run)] = final
+
+
+def float_layers_latency(full_int8: Path, with_float: Path) -> dict[str, Any]:
+    """What keeping layers float costs on this machine: the p50 latency of the full-int8 artifact and of the
+    one with float layers, one image at a time, measured interleaved (A B A B …) so that drift hits both."""
+    host = bench(BenchConfig([full_int8, with_float], runs=FLOAT_LATENCY_RUNS)).hosts[0]
+    full, kept = (result["latency"]["p50_ms"] for result in host.results)
+    return {
+        "full_int8_p50_ms": round(full, 4),
+        "with_float_p50_ms": round(kept, 4),
+        "ratio": round(kept / full, 3),
+        "runs": FLOAT_LATENCY_RUNS,
+        "cpu": host.environment["cpu_model"],
+        "cpu_flags": host.environment["cpu_flags"],
+    }
 
 
 def _correct_for_int8(work: _Work) -> CorrectedModel:
