@@ -10,8 +10,9 @@ plain int8 lost most in ``int8_accuracy.py``), in every format:
 - ``max-drop``: the default export with ``--max-drop 0.5`` (the fewest layers kept float).
 
 Each cell: int8 top-1 and its drop against the checkpoint's own PyTorch fp32 (the QAT checkpoint's fp32 is
-its own, so its row also gives its fp32 against the original), agreement, layers kept float. Target: the
-plain drop at least halved by one of the fixes, in every format.
+its own, so its row also gives its fp32 against the original), agreement, layers kept float and, where
+there are any, their latency cost (full int8 against the result, p50 measured interleaved by the export).
+Target: the plain drop at least halved by one of the fixes, in every format.
 
     .venv/bin/python benchmarks/int8_fixes.py [--models efficientnet_b0] [--qat-epochs 2]
 """
@@ -93,6 +94,8 @@ def main() -> None:
                         "top1_agreement": round(checks["top1_agreement"], 2),
                         "correction": (report.int8_correction or {}).get("applied"),
                         "kept_float": artifact.kept_float,
+                        "kept_float_errors": artifact.kept_float_errors,
+                        "float_latency": artifact.float_latency,
                         "export_seconds_all_formats": round(seconds, 1),
                         "qat_seconds": round(qat_seconds, 1) if variant == "qat" else None,
                     }

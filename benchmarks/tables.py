@@ -159,7 +159,9 @@ def int8_fixes(results: dict[str, Any]) -> list[str]:
     keys = list(dict.fromkeys((r["model"], r["format"]) for r in results["rows"]))
 
     def cell(r: Row) -> str:
-        kept = f", {len(r['kept_float'])} float" if r["kept_float"] else ""
+        cost = r.get("float_latency")  # measured since commit 0a2428c
+        latency = f" at {cost['ratio']:.2f}× p50" if cost else ""
+        kept = f", {len(r['kept_float'])} float{latency}" if r["kept_float"] else ""
         return f"{r['drop_vs_original_fp32']:+.2f} ({r['top1_agreement']:.1f}%{kept})"
 
     def halved(model: str, fmt: str) -> str:
