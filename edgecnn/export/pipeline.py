@@ -525,21 +525,26 @@ def _hold_max_drop(runs: list[_Run], work: _Work, reference: np.ndarray, order: 
             final.artifact.kept_float_errors = {name: round(errors[name], 6) for name in candidates[:fewest]}
             final.artifact.max_drop_search = tries
             with console.status(f"{fmt.name}: latency of full int8 against {fewest} layer(s) float, interleaved"):
-                final.artifact.float_latency = float_layers_latency(full_int8, Path(final.artifact.path))
+                final.artifact.float_latency = float_layers_latency(
+                    full_int8, Path(final.artifact.path), fmt.verify_precision
+                )
             final.write_sidecar()
             runs[runs.index(run)] = final
 
 
-def float_layers_latency(full_int8: Path, with_float: Path) -> dict[str, Any]:
+def float_layers_latency(full_int8: Path, with_float: Path, precision: str | None = None) -> dict[str, Any]:
     """What keeping layers float costs on this machine: the p50 latency of the full-int8 artifact and of the
-    one with float layers, one image at a time, measured interleaved (A B A B …) so that drift hits both."""
-    host = bench(BenchConfig([full_int8, with_float], runs=FLOAT_LATENCY_RUNS)).hosts[0]
+    one with float layers, one image at a time, measured interleaved (A B A B …) so that drift hits both,
+    the float layers computed in ``precision`` (the one their accuracy was verified in)."""
+    config = BenchConfig([full_int8, with_float], runs=FLOAT_LATENCY_RUNS, precision=precision)
+    host = bench(config).hosts[0]
     full, kept = (result["latency"]["p50_ms"] for result in host.results)
     return {
         "full_int8_p50_ms": round(full, 4),
         "with_float_p50_ms": round(kept, 4),
         "ratio": round(kept / full, 3),
         "runs": FLOAT_LATENCY_RUNS,
+        "computed_in": host.results[1]["effective_precision"],
         "cpu": host.environment["cpu_model"],
         "cpu_flags": host.environment["cpu_flags"],
     }
