@@ -73,10 +73,9 @@ def main() -> None:
     print(f"{checkpoint}, {photos}", flush=True)
     report = export(ExportConfig(str(checkpoint), int8=True, calib=str(photos), output=args.output, keep_degraded=True))
     fp32 = {a.format: Path(a.path) for a in report.artifacts if a.precision == "fp32"}
-    calibration, verification = _images(checkpoint, photos)
+    calibration, verification = export_images(checkpoint, photos)
     model = load_checkpoint(checkpoint).model.eval()
-    with torch.no_grad():
-        reference = np.concatenate([model(torch.from_numpy(c)).numpy() for c in np.split(verification, 30)])
+    reference = fp32_logits(checkpoint, verification)
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         stock = {
@@ -86,7 +85,7 @@ def main() -> None:
         }
         for artifact in (a for a in report.artifacts if a.precision == "int8"):
             ours = artifact.verification
-            theirs = _agreement(artifact.format, stock[artifact.format], verification, reference)
+            theirs = agreement(artifact.format, stock[artifact.format], verification, reference)
             rows.append(
                 {
                     "format": artifact.format,
@@ -202,7 +201,14 @@ def _random_crop(photo: Image.Image, rng: random.Random, size: int = 274) -> Ima
             return crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else crop
 
 
-def _images(checkpoint: Path, photos: Path) -> tuple[np.ndarray, np.ndarray]:
+def fp32_logits(checkpoint: Path, images: np.ndarray) -> np.ndarray:
+    """The PyTorch fp32 model's logits: what every int8 artifact is compared with."""
+    model = load_checkpoint(checkpoint).model.eval()
+    with torch.no_grad():
+        return np.concatenate([model(torch.from_numpy(chunk)).numpy() for chunk in np.array_split(images, 30)])
+
+
+def export_images(checkpoint: Path, photos: Path) -> tuple[np.ndarray, np.ndarray]:
     """The calibration and verification images ``edgecnn export --calib`` uses, chosen by the export itself."""
     loaded = load_checkpoint(checkpoint)
     config = ExportConfig(str(checkpoint), int8=True, calib=str(photos), calib_size=CALIBRATION_SIZE)
@@ -211,7 +217,7 @@ def _images(checkpoint: Path, photos: Path) -> tuple[np.ndarray, np.ndarray]:
     return data.calibration, data.verification
 
 
-def _agreement(fmt: str, path: Path, images: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+def agreement(fmt: str, path: Path, images: np.ndarray, reference: np.ndarray) -> dict[str, float]:
     """``path`` verified as the export verifies an artifact of format ``fmt`` (its pinned precision too)."""
     runner = open_runner(path, precision=FORMATS[fmt].verify_precision)
     return verify(reference, run_in_batches(runner, images, 1), None)
