@@ -175,6 +175,31 @@ def int8_fixes(results: dict[str, Any]) -> list[str]:
     )
 
 
+def accuracy_control(results: dict[str, Any]) -> list[str]:
+    """edgecnn's --max-drop and NNCF's accuracy control on one OpenVINO IR: agreement, float layers, cost."""
+    full = next(r for r in results["rows"] if r["variant"] == "full int8")["p50_ms"]
+    budget = 100 - results["budget_disagreement_pct"]
+
+    def held(r: Row) -> str:
+        return "–" if r["search_seconds"] is None else mark(r["top1_agreement"] >= budget)
+
+    return table(
+        ["IR", "agreement", f"≥ {budget:g}%", "weights float", "search", "p50 (95% interval)", "vs full int8"],
+        (
+            [
+                r["variant"],
+                f"{r['top1_agreement']:.2f}%",
+                held(r),
+                f"{r['float_weight_layers']} of {r['layers']}",
+                "–" if r["search_seconds"] is None else f"{r['search_seconds']:.0f} s",
+                f"{r['p50_ms']:.3f} ms ({r['p50_ci_ms'][0]:.3f}–{r['p50_ci_ms'][1]:.3f})",
+                f"{r['p50_ms'] / full:.2f}×",
+            ]
+            for r in results["rows"]
+        ),
+    )
+
+
 def int8_latency(results: dict[str, Any]) -> list[str]:
     header = ["model", "runtime", "edgecnn int8", "by hand int8", "ratio", "edgecnn fp32", "PyTorch eager fp32"]
     return table(
@@ -394,6 +419,7 @@ RENDERERS: dict[str, Renderer] = {
     "real_int8": real_int8,
     "int8_correction": int8_correction,
     "int8_fixes": int8_fixes,
+    "accuracy_control": accuracy_control,
     "int8_latency": int8_latency,
     "export_time": export_time,
     "onnx_calibration": onnx_calibration,

@@ -16,6 +16,7 @@ import resource
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -452,13 +453,12 @@ def _float_positions(order: list[str], layers: list[str], model_name: str) -> tu
 
 def _hold_max_drop(runs: list[_Run], work: _Work, reference: np.ndarray, order: list[str], warnings: list[str]) -> None:
     """--max-drop: an int8 artifact that loses more than it allows is exported again with the layers most
-    sensitive to int8 kept float, the fewest that bring it within: doubling their number until it holds,
-    then bisecting (more layers float lose less, as a rule, not a law). The loss is the accuracy drop
-    against PyTorch fp32 on the held-out images where they have labels, else the share that disagrees.
-    What the float layers cost is measured too: the full-int8 artifact and the result, interleaved."""
+    sensitive to int8 kept float, the fewest that bring it within (``_fewest_float_layers``). The loss is
+    the accuracy drop against PyTorch fp32 on the held-out images where they have labels, else the share
+    that disagrees. What the float layers cost is measured too: the full-int8 artifact and the result,
+    interleaved."""
     config, data = work.config, work.data
     assert work.model is not None and data.calibration is not None and config.max_drop is not None
-    budget = config.max_drop
     reference_accuracy = top1_accuracy(reference, data.labels)
 
     def loss(run: _Run) -> float:
@@ -469,7 +469,7 @@ def _hold_max_drop(runs: list[_Run], work: _Work, reference: np.ndarray, order: 
             else 100 - checks["top1_agreement"]
         )
 
-    missing = [run for run in runs if run.artifact.precision == "int8" and loss(run) > budget]
+    missing = [run for run in runs if run.artifact.precision == "int8" and loss(run) > config.max_drop]
     if not missing:
         return
     with console.status("int8 sensitivity by layer: which layers to keep float first"):
@@ -480,56 +480,76 @@ def _hold_max_drop(runs: list[_Run], work: _Work, reference: np.ndarray, order: 
             fmt = FORMATS[run.artifact.format]
             full_int8 = Path(scratch) / fmt.name / Path(run.artifact.path).name
             full_int8.parent.mkdir()
-            for part in artifact_files(run.artifact.path):  # the tries overwrite it where it is
+            for part in artifact_files(run.artifact.path):  # the search overwrites it where it is
                 shutil.copy2(part, full_int8.parent / part.name)
-            tries: list[dict[str, Any]] = [{"kept_float": 0, "loss": loss(run)}]
-
-            def attempt(count: int, fmt: Format = fmt, tries: list[dict[str, Any]] = tries) -> _Run:
-                layers = [*config.float_layers, *candidates[:count]]
-                trial = dataclasses.replace(
-                    work,
-                    config=dataclasses.replace(config, float_layers=layers),
-                    float_positions=_float_positions(order, layers, work.meta.name),
-                )
-                tried = _export_and_run(fmt, "int8", trial, None, console.status)
-                tried.compare_with(reference, data.labels)
-                tries.append({"kept_float": count, "loss": loss(tried)})
-                return tried
-
-            held: dict[int, _Run] = {}
-            missed, count, last = 0, 1, run
-            while count <= len(candidates) and not held:
-                last = attempt(count)
-                if loss(last) <= budget:
-                    held[count] = last
-                else:
-                    missed = count
-                    count = len(candidates) + 1 if count == len(candidates) else min(2 * count, len(candidates))
-            while held and min(held) - missed > 1:
-                middle = (min(held) + missed) // 2
-                last = attempt(middle)
-                if loss(last) <= budget:
-                    held[middle] = last
-                else:
-                    missed = middle
-            if held:
-                fewest = min(held)
-                final = last if last is held[fewest] else attempt(fewest)  # later tries overwrote its files
-            else:
-                fewest, final = len(candidates), last
-                warnings.append(
-                    f"{Path(final.artifact.path).name}: --max-drop {budget:g} not held even with every layer "
-                    f"float (loss {loss(final):.2f})"
-                )
-            final.artifact.kept_float = candidates[:fewest]
-            final.artifact.kept_float_errors = {name: round(errors[name], 6) for name in candidates[:fewest]}
-            final.artifact.max_drop_search = tries
-            with console.status(f"{fmt.name}: latency of full int8 against {fewest} layer(s) float, interleaved"):
+            final = _fewest_float_layers(run, work, reference, order, candidates, loss, warnings)
+            final.artifact.kept_float_errors = {name: round(errors[name], 6) for name in final.artifact.kept_float}
+            with console.status(f"{fmt.name}: latency of full int8 against the float layers, interleaved"):
                 final.artifact.float_latency = float_layers_latency(
                     full_int8, Path(final.artifact.path), fmt.verify_precision
                 )
             final.write_sidecar()
             runs[runs.index(run)] = final
+
+
+def _fewest_float_layers(
+    run: _Run,
+    work: _Work,
+    reference: np.ndarray,
+    order: list[str],
+    candidates: list[str],
+    loss: Callable[[_Run], float],
+    warnings: list[str],
+) -> _Run:
+    """``run``'s format exported again with the first ``candidates`` kept float, the fewest whose loss is
+    within --max-drop: doubling their number until it holds, then bisecting (more layers float lose less,
+    as a rule, not a law). Every try is recorded in the result's ``max_drop_search``."""
+    config, data = work.config, work.data
+    assert config.max_drop is not None
+    budget = config.max_drop
+    fmt = FORMATS[run.artifact.format]
+    tries: list[dict[str, Any]] = [{"kept_float": 0, "loss": loss(run)}]
+
+    def attempt(count: int) -> _Run:
+        layers = [*config.float_layers, *candidates[:count]]
+        trial = dataclasses.replace(
+            work,
+            config=dataclasses.replace(config, float_layers=layers),
+            float_positions=_float_positions(order, layers, work.meta.name),
+        )
+        tried = _export_and_run(fmt, "int8", trial, None, console.status)
+        tried.compare_with(reference, data.labels)
+        tries.append({"kept_float": count, "loss": loss(tried)})
+        return tried
+
+    held: dict[int, _Run] = {}
+    missed, count, last = 0, 1, run
+    while count <= len(candidates) and not held:
+        last = attempt(count)
+        if loss(last) <= budget:
+            held[count] = last
+        else:
+            missed = count
+            count = len(candidates) + 1 if count == len(candidates) else min(2 * count, len(candidates))
+    while held and min(held) - missed > 1:
+        middle = (min(held) + missed) // 2
+        last = attempt(middle)
+        if loss(last) <= budget:
+            held[middle] = last
+        else:
+            missed = middle
+    if held:
+        fewest = min(held)
+        final = last if last is held[fewest] else attempt(fewest)  # later tries overwrote its files
+    else:
+        fewest, final = len(candidates), last
+        warnings.append(
+            f"{Path(final.artifact.path).name}: --max-drop {budget:g} not held even with every layer float "
+            f"(loss {loss(final):.2f})"
+        )
+    final.artifact.kept_float = candidates[:fewest]
+    final.artifact.max_drop_search = tries
+    return final
 
 
 def float_layers_latency(full_int8: Path, with_float: Path, precision: str | None = None) -> dict[str, Any]:
