@@ -57,7 +57,7 @@ def main() -> None:
         "int8_correction": "none",
     }
     plain = export(ExportConfig(str(checkpoint), output=args.output / "plain", **common))
-    paths = {f"{a.precision}": Path(a.path) for a in plain.artifacts}
+    paths = {a.precision: Path(a.path) for a in plain.artifacts}
     started = time.perf_counter()
     held = export(ExportConfig(str(checkpoint), output=args.output / "max-drop", max_drop=args.budget, **common))
     edgecnn_seconds = time.perf_counter() - started
