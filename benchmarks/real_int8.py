@@ -75,7 +75,7 @@ def main() -> None:
     fp32 = {a.format: Path(a.path) for a in report.artifacts if a.precision == "fp32"}
     calibration, verification = export_images(checkpoint, photos)
     model = load_checkpoint(checkpoint).model.eval()
-    reference = fp32_logits(checkpoint, verification)
+    reference = fp32_logits(model, verification)
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         stock = {
@@ -201,9 +201,8 @@ def _random_crop(photo: Image.Image, rng: random.Random, size: int = 274) -> Ima
             return crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else crop
 
 
-def fp32_logits(checkpoint: Path, images: np.ndarray) -> np.ndarray:
+def fp32_logits(model: torch.nn.Module, images: np.ndarray) -> np.ndarray:
     """The PyTorch fp32 model's logits: what every int8 artifact is compared with."""
-    model = load_checkpoint(checkpoint).model.eval()
     with torch.no_grad():
         return np.concatenate([model(torch.from_numpy(chunk)).numpy() for chunk in np.array_split(images, 30)])
 
