@@ -7,7 +7,8 @@ plain int8 lost most in ``int8_accuracy.py``), in every format:
 - ``plain``: ``--int8-correction none`` (what ``int8_accuracy.py`` measured before the corrections existed);
 - ``auto``: the default ``--int8-correction auto``;
 - ``qat``: ``edgecnn train CHECKPOINT --qat --epochs N``, then the default export;
-- ``max-drop``: the default export with ``--max-drop 0.5`` (the fewest layers kept float).
+- ``max-drop``: the default export with ``--max-drop 0.5 --min-agreement 0.99`` (the fewest layers kept
+  float that hold both: the measured target of the diagnose issue).
 
 Each cell: int8 top-1 and its drop against the checkpoint's own PyTorch fp32 (the QAT checkpoint's fp32 is
 its own, so its row also gives its fp32 against the original), agreement, layers kept float and, where
@@ -15,6 +16,9 @@ there are any, their latency cost (full int8 against the result, p50 measured in
 Target: the plain drop at least halved by one of the fixes, in every format.
 
     .venv/bin/python benchmarks/int8_fixes.py [--models efficientnet_b0] [--qat-epochs 2]
+        [--variants plain,max-drop] [--min-agreement 0.99] [--results benchmarks/results/int8_fixes.json]
+
+A run writes its own results file (``--results``): runs of other models keep theirs, each naming its commit.
 """
 
 from __future__ import annotations
@@ -32,45 +36,36 @@ from edgecnn.train import TrainConfig, train
 
 RESULTS = Path(__file__).parent / "results" / "int8_fixes.json"
 MAX_DROP = 0.5
+VARIANTS = ("plain", "auto", "qat", "max-drop")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="efficientnet_b0")
     parser.add_argument("--qat-epochs", type=int, default=2)
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="plain (always run: the baseline), auto, …")
+    parser.add_argument("--min-agreement", type=float, default=0.99, help="the max-drop variant's agreement bound")
+    parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--checkpoints", type=Path, default=Path("runs/bench_fashion"))
     parser.add_argument("--output", type=Path, default=Path("runs/bench_int8_fixes"))
     args = parser.parse_args()
+    chosen = {"plain", *args.variants.split(",")}
+    if unknown := chosen - set(VARIANTS):
+        raise SystemExit(f"unknown variant(s) {', '.join(sorted(unknown))}; valid: {', '.join(VARIANTS)}")
     rows: list[dict] = []
     original = 0.0  # the checkpoint's own fp32 top-1: what QAT's int8 is judged against too
     for name in args.models.split(","):
         checkpoint = args.checkpoints / name / "best.pt"
         if not checkpoint.exists():
             raise SystemExit(f"{checkpoint} is missing: run benchmarks/train_fashion.py --models {name} first")
-        started = time.perf_counter()
-        plan = PLANS[name]  # fine-tuned as it was trained, at the QAT learning rate
-        qat = train(
-            TrainConfig(
-                str(checkpoint),
-                data="fashion-mnist",
-                epochs=args.qat_epochs,
-                batch_size=plan.batch_size,
-                augment=plan.augment,
-                label_smoothing=plan.label_smoothing,
-                channels_last=plan.channels_last,
-                qat=True,
-                output=args.output / name / "qat",
-            ),
-            progress=False,
-        )
-        qat_seconds = time.perf_counter() - started
+        qat_checkpoint, qat_seconds = _fine_tune(name, checkpoint, args) if "qat" in chosen else (None, None)
         variants = {
             "plain": (checkpoint, {"int8_correction": "none"}),
             "auto": (checkpoint, {}),
-            "qat": (qat.checkpoint, {}),
-            "max-drop": (checkpoint, {"max_drop": MAX_DROP}),
+            "qat": (qat_checkpoint, {}),
+            "max-drop": (checkpoint, {"max_drop": MAX_DROP, "min_agreement": args.min_agreement}),
         }
-        for variant, (source, options) in variants.items():
+        for variant, (source, options) in ((v, variants[v]) for v in VARIANTS if v in chosen):
             started = time.perf_counter()
             config = ExportConfig(
                 str(source), int8=True, output=args.output / name / variant, keep_degraded=True, **options
@@ -97,11 +92,12 @@ def main() -> None:
                         "kept_float_errors": artifact.kept_float_errors,
                         "float_latency": artifact.float_latency,
                         "export_seconds_all_formats": round(seconds, 1),
-                        "qat_seconds": round(qat_seconds, 1) if variant == "qat" else None,
+                        "qat_seconds": qat_seconds if variant == "qat" else None,
+                        "min_agreement": options.get("min_agreement"),
                     }
                 )
                 print(rows[-1], flush=True)
-            write_json(RESULTS, {**provenance("int8_fixes"), "data": "fashion-mnist", "rows": rows})
+            write_json(args.results, {**provenance("int8_fixes"), "data": "fashion-mnist", "rows": rows})
     print("\n| model | variant | runtime | fp32 | int8 | drop | vs original fp32 | agreement | correction | float |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
@@ -110,6 +106,28 @@ def main() -> None:
             f"| {r['drop_points']:+.2f} | {r['drop_vs_original_fp32']:+.2f} | {r['top1_agreement']:.2f}% "
             f"| {r['correction']} | {len(r['kept_float'])} |"
         )
+
+
+def _fine_tune(name: str, checkpoint: Path, args: argparse.Namespace) -> tuple[Path, float]:
+    """``train --qat`` of the checkpoint, as it was trained, at the QAT learning rate: its best checkpoint
+    and the seconds it took."""
+    started = time.perf_counter()
+    plan = PLANS[name]
+    qat = train(
+        TrainConfig(
+            str(checkpoint),
+            data="fashion-mnist",
+            epochs=args.qat_epochs,
+            batch_size=plan.batch_size,
+            augment=plan.augment,
+            label_smoothing=plan.label_smoothing,
+            channels_last=plan.channels_last,
+            qat=True,
+            output=args.output / name / "qat",
+        ),
+        progress=False,
+    )
+    return qat.checkpoint, round(time.perf_counter() - started, 1)
 
 
 if __name__ == "__main__":

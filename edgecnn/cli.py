@@ -362,6 +362,16 @@ def export_command(
             "sensitive to int8 kept float, the fewest that bring it within.",
         ),
     ] = None,
+    min_agreement: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            max=1,
+            help="Accuracy-aware int8, alone or with --max-drop: keep layers float likewise until each int8 "
+            "artifact's top-1 agrees with PyTorch fp32 on at least this fraction of the held-out images (e.g. "
+            "0.99, what `check` holds by default); a small drop can hide many changed answers.",
+        ),
+    ] = None,
     int8_correction: Annotated[
         str,
         typer.Option(
@@ -385,28 +395,28 @@ def export_command(
     from edgecnn.export import ExportConfig, changed_top1_line, export
     from edgecnn.optimize.int8_correction import CorrectionReport
 
-    report = export(
-        ExportConfig(
-            model=model,
-            formats=formats,
-            int8=int8,
-            fp16=fp16,
-            calib=calib,
-            calib_size=calib_size,
-            calib_method=calib_method,
-            weights=weights,
-            input_size=input_size,
-            batch=batch,
-            output=output,
-            keep_degraded=keep_degraded,
-            target=target,
-            sensitivity=sensitivity,
-            float_layers=float_layers or [],
-            max_drop=max_drop,
-            int8_correction=int8_correction,
-            per_tensor=per_tensor,
-        )
+    config = ExportConfig(
+        model=model,
+        formats=formats,
+        int8=int8,
+        fp16=fp16,
+        calib=calib,
+        calib_size=calib_size,
+        calib_method=calib_method,
+        weights=weights,
+        input_size=input_size,
+        batch=batch,
+        output=output,
+        keep_degraded=keep_degraded,
+        target=target,
+        sensitivity=sensitivity,
+        float_layers=float_layers or [],
+        max_drop=max_drop,
+        min_agreement=min_agreement,
+        int8_correction=int8_correction,
+        per_tensor=per_tensor,
     )
+    report = export(config)
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
         return
@@ -442,7 +452,9 @@ def export_command(
     for artifact in report.artifacts:
         if artifact.max_drop_search:
             kept = ", ".join(f"{name} {error:.3f}" for name, error in artifact.kept_float_errors.items()) or "none"
-            tries = ", ".join(f"{t['kept_float']}: {t['loss']:.2f}" for t in artifact.max_drop_search)
+            tries = ", ".join(
+                f"{t['kept_float']}: {t['loss']:.2f}/{t['agreement']:.1f}%" for t in artifact.max_drop_search
+            )
             cost = artifact.float_latency
             latency = (
                 f"; p50 {cost['full_int8_p50_ms']:.3g} → {cost['with_float_p50_ms']:.3g} ms ({cost['ratio']:.2f}×, "
@@ -451,8 +463,9 @@ def export_command(
                 else ""
             )
             console.print(
-                f"{Path(artifact.path).name}: {len(artifact.kept_float)} layer(s) kept float for --max-drop "
-                f"{max_drop:g} ({kept}: relative error alone); tried (layers float: loss) {tries}{latency}",
+                f"{Path(artifact.path).name}: {len(artifact.kept_float)} layer(s) kept float for "
+                f"{config.accuracy_budget()} ({kept}: relative error alone); tried (layers float: loss/agreement) "
+                f"{tries}{latency}",
                 highlight=False,
             )
     if report.int8_correction:

@@ -314,6 +314,8 @@ def test_failed_openvino_save_leaves_no_artifact(tmp_path, monkeypatch):
         ({"formats": "onnx", "fp16": True}, "onnx cannot be exported as fp16; formats with fp16: openvino"),
         pytest.param({"int8": True}, "int8 needs calibration images", marks=needs_every_format),
         ({"batch": "0"}, "batch must be a positive number or 'dynamic'"),
+        ({"min_agreement": 0.99}, r"--min-agreement bounds .* it needs --int8"),
+        ({"int8": True, "min_agreement": 99}, r"a fraction in \[0, 1\], got 99"),
         ({"calib_method": "kl"}, "unknown calibration method 'kl'"),
         pytest.param(
             {"int8": True, "calib": "digits", "calib_method": "entropy"},

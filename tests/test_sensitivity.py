@@ -203,3 +203,19 @@ def test_max_drop_keeps_the_faulty_layer_float_and_only_it_in_every_format(train
         assert sidecar["quantization"]["float_layers"].endswith(f"; also {faulty}")
     assert f"1 layer(s) kept float for --max-drop 1 ({faulty} " in done.stdout
     assert "interleaved, this machine" in done.stdout
+
+
+@pytest.mark.needs("onnx")
+def test_min_agreement_alone_keeps_layers_float_until_top1_agrees(trained_lenet, tmp_path):
+    checkpoint, faulty = _with_outliers(trained_lenet, tmp_path)
+    output = tmp_path / "export"
+    args = ["export", checkpoint, "--int8", "--formats", "onnx", "--calib-size", "32", "--keep-degraded"]
+    done = run_cli(*args, "--min-agreement", "0.99", "--output", str(output))
+    assert done.returncode == 0, done.stderr
+    (artifact,) = [a for a in json.loads((output / "export.json").read_text())["artifacts"] if a["precision"] == "int8"]
+    tries = artifact["max_drop_search"]
+    assert tries[0]["kept_float"] == 0 and tries[0]["agreement"] < 99  # plain int8 changed too many answers
+    assert artifact["kept_float"][0] == faulty and artifact["verification"]["top1_agreement"] >= 99
+    fewer = [t for t in tries if t["kept_float"] < len(artifact["kept_float"])]
+    assert fewer and all(t["agreement"] < 99 for t in fewer)  # no smaller number of float layers held it
+    assert f"kept float for --min-agreement 0.99 ({faulty} " in done.stdout

@@ -101,6 +101,7 @@ class ExportConfig:
     sensitivity: str | None = None  # rank the layers (or blocks, kinds) by their int8 error, before converting
     float_layers: list[str] = field(default_factory=list)  # PyTorch module names kept float in every format
     max_drop: float | None = None  # int8 within this many points (or of disagreement): fewest layers kept float
+    min_agreement: float | None = None  # and int8 top-1 agreeing with fp32 on at least this fraction, likewise
     int8_correction: str = "auto"  # cross-layer equalization and/or bias correction before quantizing
     per_tensor: bool = False  # one weight scale per tensor instead of per output channel
 
@@ -115,6 +116,11 @@ class ExportConfig:
             raise EdgeCNNError("--float-layers says which layers int8 leaves float: it needs --int8")
         if self.max_drop is not None and (not self.int8 or self.max_drop < 0):
             raise EdgeCNNError("--max-drop bounds the int8 artifacts' loss: it needs --int8 and a value ≥ 0")
+        if self.min_agreement is not None and (not self.int8 or not 0 <= self.min_agreement <= 1):
+            raise EdgeCNNError(
+                "--min-agreement bounds the int8 artifacts' top-1 agreement with fp32: it needs --int8 and a "
+                f"fraction in [0, 1], got {self.min_agreement}"
+            )
         if self.sensitivity is not None:
             if self.sensitivity not in GROUPINGS:
                 raise EdgeCNNError(f"unknown sensitivity grouping {self.sensitivity!r}; valid: {', '.join(GROUPINGS)}")
@@ -130,6 +136,11 @@ class ExportConfig:
         if self.batch != "dynamic" and not (self.batch.isdigit() and int(self.batch) >= 1):
             raise EdgeCNNError(f"batch must be a positive number or 'dynamic', got {self.batch!r}")
 
+    def accuracy_budget(self) -> str:
+        """What int8 must hold, as the command line asks it: '--max-drop 0.5 --min-agreement 0.99'."""
+        bounds = {"--max-drop": self.max_drop, "--min-agreement": self.min_agreement}
+        return " ".join(f"{option} {value:g}" for option, value in bounds.items() if value is not None)
+
 
 @dataclass
 class ArtifactReport:
@@ -143,7 +154,7 @@ class ArtifactReport:
     status: str = "ok"  # ok | degraded (misses its target) | broken (see STATUS_RULE)
     status_reason: str = ""
     kept_float: list[str] = field(default_factory=list)  # layers --max-drop kept float, most sensitive first
-    max_drop_search: list[dict[str, Any]] = field(default_factory=list)  # each try: layers kept float, its loss
+    max_drop_search: list[dict[str, Any]] = field(default_factory=list)  # each try: layers float, loss, agreement
     # why each was kept: its relative logit error quantized alone (the sensitivity ranking --max-drop follows)
     kept_float_errors: dict[str, float] = field(default_factory=dict)
     float_latency: dict[str, Any] | None = None  # what they cost: full int8 against this, measured interleaved
@@ -404,8 +415,8 @@ def export(config: ExportConfig) -> ExportReport:
                     run.compare_with(reference, data.labels)
                     runs.append(run)
         runs.sort(key=lambda run: [f.name for f in formats].index(run.artifact.format))
-    if config.max_drop is not None:
-        _hold_max_drop(runs, work, reference, order, warnings)
+    if config.accuracy_budget():
+        _hold_accuracy_budget(runs, work, reference, order, warnings)
     _judge_against_peers(runs)
     reports = [run.artifact for run in runs]
     for artifact in reports:
@@ -451,14 +462,18 @@ def _float_positions(order: list[str], layers: list[str], model_name: str) -> tu
     return tuple(order.index(name) for name in layers)
 
 
-def _hold_max_drop(runs: list[_Run], work: _Work, reference: np.ndarray, order: list[str], warnings: list[str]) -> None:
-    """--max-drop: an int8 artifact that loses more than it allows is exported again with the layers most
-    sensitive to int8 kept float, the fewest that bring it within (``_fewest_float_layers``). The loss is
-    the accuracy drop against PyTorch fp32 on the held-out images where they have labels, else the share
-    that disagrees. What the float layers cost is measured too: the full-int8 artifact and the result,
-    interleaved."""
+def _hold_accuracy_budget(
+    runs: list[_Run], work: _Work, reference: np.ndarray, order: list[str], warnings: list[str]
+) -> None:
+    """--max-drop and --min-agreement: an int8 artifact that loses more than --max-drop allows, or whose
+    top-1 agrees with PyTorch fp32 on fewer held-out images than --min-agreement asks, is exported again with
+    the layers most sensitive to int8 kept float, the fewest that bring it within both
+    (``_fewest_float_layers``). The loss is the accuracy drop against PyTorch fp32 on the held-out images
+    where they have labels, else the share that disagrees: a drop can stay small while many answers change,
+    which only the agreement bound sees. What the float layers cost is measured too: the full-int8 artifact
+    and the result, interleaved."""
     config, data = work.config, work.data
-    assert work.model is not None and data.calibration is not None and config.max_drop is not None
+    assert work.model is not None and data.calibration is not None
     reference_accuracy = top1_accuracy(reference, data.labels)
 
     def loss(run: _Run) -> float:
@@ -469,7 +484,13 @@ def _hold_max_drop(runs: list[_Run], work: _Work, reference: np.ndarray, order: 
             else 100 - checks["top1_agreement"]
         )
 
-    missing = [run for run in runs if run.artifact.precision == "int8" and loss(run) > config.max_drop]
+    def holds(run: _Run) -> bool:
+        agreement = run.artifact.verification["top1_agreement"] / 100
+        return (config.max_drop is None or loss(run) <= config.max_drop) and (
+            config.min_agreement is None or agreement >= config.min_agreement - 1e-12
+        )
+
+    missing = [run for run in runs if run.artifact.precision == "int8" and not holds(run)]
     if not missing:
         return
     with console.status("int8 sensitivity by layer: which layers to keep float first"):
@@ -482,7 +503,7 @@ def _hold_max_drop(runs: list[_Run], work: _Work, reference: np.ndarray, order: 
             full_int8.parent.mkdir()
             for part in artifact_files(run.artifact.path):  # the search overwrites it where it is
                 shutil.copy2(part, full_int8.parent / part.name)
-            final = _fewest_float_layers(run, work, reference, order, candidates, loss, warnings)
+            final = _fewest_float_layers(run, work, reference, order, candidates, loss, holds, warnings)
             final.artifact.kept_float_errors = {name: round(errors[name], 6) for name in final.artifact.kept_float}
             with console.status(f"{fmt.name}: latency of full int8 against the float layers, interleaved"):
                 final.artifact.float_latency = float_layers_latency(
@@ -499,16 +520,19 @@ def _fewest_float_layers(
     order: list[str],
     candidates: list[str],
     loss: Callable[[_Run], float],
+    holds: Callable[[_Run], bool],
     warnings: list[str],
 ) -> _Run:
-    """``run``'s format exported again with the first ``candidates`` kept float, the fewest whose loss is
-    within --max-drop: doubling their number until it holds, then bisecting (more layers float lose less,
+    """``run``'s format exported again with the first ``candidates`` kept float, the fewest with which it
+    ``holds`` the budget: doubling their number until it does, then bisecting (more layers float lose less,
     as a rule, not a law). Every try is recorded in the result's ``max_drop_search``."""
     config, data = work.config, work.data
-    assert config.max_drop is not None
-    budget = config.max_drop
     fmt = FORMATS[run.artifact.format]
-    tries: list[dict[str, Any]] = [{"kept_float": 0, "loss": loss(run)}]
+
+    def measured(tried: _Run, count: int) -> dict[str, Any]:
+        return {"kept_float": count, "loss": loss(tried), "agreement": tried.artifact.verification["top1_agreement"]}
+
+    tries = [measured(run, 0)]
 
     def attempt(count: int) -> _Run:
         layers = [*config.float_layers, *candidates[:count]]
@@ -519,14 +543,14 @@ def _fewest_float_layers(
         )
         tried = _export_and_run(fmt, "int8", trial, None, console.status)
         tried.compare_with(reference, data.labels)
-        tries.append({"kept_float": count, "loss": loss(tried)})
+        tries.append(measured(tried, count))
         return tried
 
     held: dict[int, _Run] = {}
     missed, count, last = 0, 1, run
     while count <= len(candidates) and not held:
         last = attempt(count)
-        if loss(last) <= budget:
+        if holds(last):
             held[count] = last
         else:
             missed = count
@@ -534,7 +558,7 @@ def _fewest_float_layers(
     while held and min(held) - missed > 1:
         middle = (min(held) + missed) // 2
         last = attempt(middle)
-        if loss(last) <= budget:
+        if holds(last):
             held[middle] = last
         else:
             missed = middle
@@ -544,8 +568,8 @@ def _fewest_float_layers(
     else:
         fewest, final = len(candidates), last
         warnings.append(
-            f"{Path(final.artifact.path).name}: --max-drop {budget:g} not held even with every layer float "
-            f"(loss {loss(final):.2f})"
+            f"{Path(final.artifact.path).name}: {config.accuracy_budget()} not held even with every layer float "
+            f"(loss {loss(final):.2f}, agreement {final.artifact.verification['top1_agreement']:.2f}%)"
         )
     final.artifact.kept_float = candidates[:fewest]
     final.artifact.max_drop_search = tries
