@@ -159,12 +159,15 @@ def int8_correction(results: dict[str, Any]) -> list[str]:
 
 
 def int8_fixes(results: dict[str, Any]) -> list[str]:
-    """Per model and format: int8 top-1 drop (agreement) of each fix against the original fp32."""
+    """Per model and format: int8 top-1 drop (agreement) of each fix against the original fp32; "not run"
+    where a run ended before a variant (its results file says which command)."""
     variants = list(dict.fromkeys(r["variant"] for r in results["rows"]))
     cells = {(r["model"], r["format"], r["variant"]): r for r in results["rows"]}
     keys = list(dict.fromkeys((r["model"], r["format"]) for r in results["rows"]))
 
-    def cell(r: Row) -> str:
+    def cell(model: str, fmt: str, variant: str) -> str:
+        if (r := cells.get((model, fmt, variant))) is None:
+            return "– (not run)"
         cost = r["float_latency"]
         latency = f" at {cost['ratio']:.2f}× p50" if cost else ""
         kept = f", {len(r['kept_float'])} float{latency}" if r["kept_float"] else ""
@@ -174,20 +177,21 @@ def int8_fixes(results: dict[str, Any]) -> list[str]:
         plain = cells[(model, fmt, "plain")]["drop_vs_original_fp32"]
         if plain < RESOLVED_DROP:
             return "– (nothing to halve)"
-        best = min(cells[(model, fmt, v)]["drop_vs_original_fp32"] for v in variants if v != "plain")
-        return mark(best <= plain / 2)
+        fixes = [r["drop_vs_original_fp32"] for v in variants if v != "plain" and (r := cells.get((model, fmt, v)))]
+        return mark(bool(fixes) and min(fixes) <= plain / 2)
 
     def target(model: str, fmt: str) -> list[str]:
         """The measured target of --max-drop 0.5: drop and agreement both held."""
         if "max-drop" not in variants:
             return []
-        r = cells[(model, fmt, "max-drop")]
+        if (r := cells.get((model, fmt, "max-drop"))) is None:
+            return ["–"]
         return [mark(r["drop_points"] <= TARGET_DROP and r["top1_agreement"] >= TARGET_AGREEMENT)]
 
     held = [f"max-drop: ≤ {TARGET_DROP:g} point, ≥ {TARGET_AGREEMENT:g}%"] if "max-drop" in variants else []
     return table(
         ["model", "format", *variants, "drop halved", *held],
-        ([m, f, *(cell(cells[(m, f, v)]) for v in variants), halved(m, f), *target(m, f)] for m, f in keys),
+        ([m, f, *(cell(m, f, v) for v in variants), halved(m, f), *target(m, f)] for m, f in keys),
     )
 
 
@@ -435,6 +439,8 @@ RENDERERS: dict[str, Renderer] = {
     "real_int8": real_int8,
     "int8_correction": int8_correction,
     "int8_fixes": int8_fixes,
+    "int8_fixes_agreement": int8_fixes,
+    "int8_fixes_v3_large": int8_fixes,
     "accuracy_control": accuracy_control,
     "int8_latency": int8_latency,
     "export_time": export_time,

@@ -96,17 +96,22 @@ def test_sensitivity_without_int8_is_a_one_line_error(tmp_path):
 
 
 def _onnx_layer_is_int8(path, module: str) -> bool:
+    """Whether ``module``'s node in the int8 graph at ``path`` takes dequantized weights: found by its name in
+    the fp32 graph beside it, which keeps the module paths that quantization's pre-processing may drop."""
     import ast
 
     import onnx
 
+    fp32 = onnx.load(str(path).replace("_int8.onnx", "_fp32.onnx")).graph
+    name = next(
+        node.name
+        for node in fp32.node
+        for p in node.metadata_props
+        if p.key == "pkg.torch.onnx.name_scopes" and ast.literal_eval(p.value)[-2:-1] == [module]
+    )
     graph = onnx.load(str(path)).graph
     producers = {output: node.op_type for node in graph.node for output in node.output}
-    for node in graph.node:
-        scopes = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), "[]")
-        if node.op_type in ("Conv", "Gemm", "MatMul") and ast.literal_eval(scopes)[-2:-1] == [module]:
-            return producers.get(node.input[1]) == "DequantizeLinear"
-    raise AssertionError(f"no node of {module}")
+    return producers.get(next(node for node in graph.node if node.name == name).input[1]) == "DequantizeLinear"
 
 
 def _openvino_layer_is_int8(path, position: int) -> bool:
@@ -148,6 +153,30 @@ def test_float_layers_stay_float_in_every_format_and_the_rest_stays_int8(trained
     assert not _tflite_layer_is_int8(paths["tflite"], 1) and _tflite_layer_is_int8(paths["tflite"], 2)
     sidecar = json.loads((tmp_path / "lenet5_int8.onnx.json").read_text())
     assert sidecar["quantization"]["float_layers"].endswith(f"; also {kept}")
+
+
+@pytest.mark.needs("onnx")
+def test_onnx_keeps_a_layer_float_where_onnxruntime_rewrites_the_graph(tmp_path):
+    """onnxruntime's pre-processing turns MobileNetV3's HardSwish into HardSigmoid and Mul and drops every
+    node's module path on the way: the layer is still found, by its node's name."""
+    from edgecnn.export import ExportConfig, export
+
+    torch.manual_seed(0)  # random weights whose activations calibrate the same in every run
+    checkpoint = save_checkpoint(tmp_path / "v3.pt", create_model("mobilenet_v3_small", num_classes=10, input_size=32))
+    kept, control = "features.1.block.0.0", "features.2.block.0.0"
+    report = export(
+        ExportConfig(
+            str(checkpoint),
+            formats="onnx",
+            int8=True,
+            calib="digits",
+            calib_size=16,
+            float_layers=[kept],
+            output=tmp_path,
+        )
+    )
+    path = next(a.path for a in report.artifacts if a.precision == "int8")
+    assert not _onnx_layer_is_int8(path, kept) and _onnx_layer_is_int8(path, control)
 
 
 def test_an_unknown_float_layer_is_named_with_the_valid_ones(trained_lenet, tmp_path):

@@ -111,7 +111,10 @@ def quantize_int8(job: Int8Job) -> Path:
             activation_type=QuantType.QInt8,
             weight_type=QuantType.QInt8,
             reduce_range=job.target.saturates,
-            nodes_to_exclude=first_conv + classifier + squeeze_excite + _nodes_of(nodes, job.float_layers),
+            nodes_to_exclude=first_conv
+            + classifier
+            + squeeze_excite
+            + _nodes_of(job.fp32_path, job.float_layers, {n.name for n in nodes}),
             **calibration,
         )
         proto = onnx.load(str(temporary))
@@ -120,19 +123,25 @@ def quantize_int8(job: Int8Job) -> Path:
     return job.path
 
 
-def _nodes_of(nodes: Any, modules: tuple[str, ...]) -> list[str]:
-    """The Conv/Gemm/MatMul nodes of ``modules`` (PyTorch module names): torch's exporter records each
-    node's module path as its name scopes (``['', 'features', 'features.3', …, 'conv2d_5']``: the module is
-    the one before the op's own name)."""
-    wanted = set(modules)
-    found = []
-    for node in nodes:
+def _nodes_of(fp32_path: Path, modules: tuple[str, ...], prepared: set[str]) -> list[str]:
+    """The Conv/Gemm/MatMul nodes of ``modules`` (PyTorch module names), by node name: torch's exporter
+    records each node's module path as its name scopes (``['', 'features', 'features.3', …, 'conv2d_5']``:
+    the module is the one before the op's own name). They are read from the fp32 graph, since
+    onnxruntime's pre-processing drops every node's scopes when its optimizer rewrites the graph
+    (MobileNetV3's HardSwish becomes HardSigmoid and Mul), and matched by name in the ``prepared`` graph."""
+    import onnx
+
+    found, matched = [], set()
+    for node in onnx.load(str(fp32_path)).graph.node:
         scopes = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), "[]")
-        if node.op_type in ("Conv", "Gemm", "MatMul") and set(ast.literal_eval(scopes)[-2:-1]) & wanted:
+        module = set(ast.literal_eval(scopes)[-2:-1]) & set(modules)
+        if node.op_type in ("Conv", "Gemm", "MatMul") and module and node.name in prepared:
             found.append(node.name)
-    missing = len(wanted) - len(found)
-    if missing > 0:
-        raise EdgeCNNError(f"{missing} of the layers to keep float have no node in the ONNX graph")
+            matched |= module
+    if missing := [name for name in modules if name not in matched]:
+        raise EdgeCNNError(
+            f"no Conv/Gemm/MatMul node in the ONNX graph for the layer(s) to keep float: {', '.join(missing)}"
+        )
     return found
 
 
