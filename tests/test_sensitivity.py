@@ -161,8 +161,10 @@ def test_onnx_keeps_a_layer_float_where_onnxruntime_rewrites_the_graph(tmp_path)
     node's module path on the way: the layer is still found, by its node's name."""
     from edgecnn.export import ExportConfig, export
 
-    torch.manual_seed(0)  # random weights whose activations calibrate the same in every run
-    checkpoint = save_checkpoint(tmp_path / "v3.pt", create_model("mobilenet_v3_small", num_classes=10, input_size=32))
+    with torch.random.fork_rng():  # random weights whose activations calibrate the same in every run
+        torch.manual_seed(0)
+        model = create_model("mobilenet_v3_small", num_classes=10, input_size=32)
+    checkpoint = save_checkpoint(tmp_path / "v3.pt", model)
     kept, control = "features.1.block.0.0", "features.2.block.0.0"
     report = export(
         ExportConfig(
