@@ -129,6 +129,8 @@ def _nodes_of(fp32_path: Path, modules: tuple[str, ...], prepared: set[str]) -> 
     the module is the one before the op's own name). They are read from the fp32 graph, since
     onnxruntime's pre-processing drops every node's scopes when its optimizer rewrites the graph
     (MobileNetV3's HardSwish becomes HardSigmoid and Mul), and matched by name in the ``prepared`` graph."""
+    if not modules:  # most exports: no need to read the fp32 graph again
+        return []
     import onnx
 
     found, matched = [], set()
