@@ -16,7 +16,8 @@ there are any, their latency cost (full int8 against the result, p50 measured in
 Target: the plain drop at least halved by one of the fixes, in every format.
 
     .venv/bin/python benchmarks/int8_fixes.py [--models efficientnet_b0] [--qat-epochs 2]
-        [--variants plain,max-drop] [--min-agreement 0.99] [--results benchmarks/results/int8_fixes.json]
+        [--variants plain,max-drop] [--min-agreement 0.99] [--formats onnx]
+        [--results benchmarks/results/int8_fixes.json]
 
 A run writes its own results file (``--results``): runs of other models keep theirs, each naming its commit.
 """
@@ -45,6 +46,7 @@ def main() -> None:
     parser.add_argument("--qat-epochs", type=int, default=2)
     parser.add_argument("--variants", default=",".join(VARIANTS), help="plain (always run: the baseline), auto, …")
     parser.add_argument("--min-agreement", type=float, default=0.99, help="the max-drop variant's agreement bound")
+    parser.add_argument("--formats", default="all", help="as export's --formats (a rerun of one format's cells)")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--checkpoints", type=Path, default=Path("runs/bench_fashion"))
     parser.add_argument("--output", type=Path, default=Path("runs/bench_int8_fixes"))
@@ -68,7 +70,12 @@ def main() -> None:
         for variant, (source, options) in ((v, variants[v]) for v in VARIANTS if v in chosen):
             started = time.perf_counter()
             config = ExportConfig(
-                str(source), int8=True, output=args.output / name / variant, keep_degraded=True, **options
+                str(source),
+                formats=args.formats,
+                int8=True,
+                output=args.output / name / variant,
+                keep_degraded=True,
+                **options,
             )
             report = export(config)
             seconds = time.perf_counter() - started

@@ -9,7 +9,7 @@ import torch
 from conftest import needs_every_format
 
 from edgecnn.export import ExportConfig, export
-from edgecnn.export._graph import GraphNode, squeeze_excite_nodes
+from edgecnn.export._graph import GraphNode, float_followers, squeeze_excite_nodes
 from edgecnn.export.onnx import _MagnitudeHistogram
 from edgecnn.export.tflite import _observers
 from edgecnn.models import create_model
@@ -37,6 +37,25 @@ def test_squeeze_excite_branch_runs_from_the_pool_to_the_rescaling_multiply():
     ]
     assert squeeze_excite_nodes(nodes) == sorted(["pool", "fc1", "gate1", "silu", "fc2", "scaled", "gate2", "rescale"])
     assert squeeze_excite_nodes([n for n in nodes if n.name != "rescale"]) == []
+
+
+def test_a_float_layers_activations_stay_float_up_to_the_next_layer_or_an_int8_input():
+    nodes = [
+        GraphNode("const", "Constant", (), ("c",)),
+        GraphNode("expand", "Conv", ("image", "w1"), ("x",)),  # the float layer
+        GraphNode("gate", "Sigmoid", ("x",), ("g",)),
+        GraphNode("silu", "Mul", ("x", "g"), ("s",)),  # both inputs float: follows
+        GraphNode("scaled", "Mul", ("s", "c"), ("t",)),  # a constant factor does not count
+        GraphNode("depthwise", "Conv", ("t", "w2"), ("d",)),  # the next layer: the walk stops
+        GraphNode("after", "Relu", ("d",), ("r",)),
+        GraphNode("residual", "Add", ("t", "r"), ("sum",)),  # one input from an int8 layer
+        GraphNode("pool", "ReduceMean", ("s",), ("p",)),
+    ]
+    followers = ["gate", "pool", "scaled", "silu"]
+    assert float_followers(nodes, ["expand"], ("Conv", "Gemm", "MatMul")) == followers
+    both = float_followers(nodes, ["expand", "depthwise"], ("Conv",))
+    assert both == sorted([*followers, "after", "residual"])
+    assert float_followers(nodes, [], ("Conv",)) == []
 
 
 @pytest.fixture(scope="module")

@@ -96,8 +96,17 @@ def test_sensitivity_without_int8_is_a_one_line_error(tmp_path):
 
 
 def _onnx_layer_is_int8(path, module: str) -> bool:
-    """Whether ``module``'s node in the int8 graph at ``path`` takes dequantized weights: found by its name in
-    the fp32 graph beside it, which keeps the module paths that quantization's pre-processing may drop."""
+    """Whether ``module``'s node in the int8 graph at ``path`` takes dequantized weights."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    producers = {output: node.op_type for node in graph.node for output in node.output}
+    return producers.get(_onnx_layer_node(path, module).input[1]) == "DequantizeLinear"
+
+
+def _onnx_layer_node(path, module: str):
+    """``module``'s node in the int8 graph at ``path``, found by its name in the fp32 graph beside it, which
+    keeps the module paths that quantization's pre-processing may drop."""
     import ast
 
     import onnx
@@ -109,9 +118,26 @@ def _onnx_layer_is_int8(path, module: str) -> bool:
         for p in node.metadata_props
         if p.key == "pkg.torch.onnx.name_scopes" and ast.literal_eval(p.value)[-2:-1] == [module]
     )
+    return next(node for node in onnx.load(str(path)).graph.node if node.name == name)
+
+
+def _onnx_quantizations_after(path, module: str) -> int:
+    """How many QuantizeLinear nodes ``module``'s output meets before the next layer takes it."""
+    import onnx
+
     graph = onnx.load(str(path)).graph
-    producers = {output: node.op_type for node in graph.node for output in node.output}
-    return producers.get(next(node for node in graph.node if node.name == name).input[1]) == "DequantizeLinear"
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for tensor in node.input:
+            consumers.setdefault(tensor, []).append(node)
+    seen, frontier = {}, [_onnx_layer_node(path, module)]  # by output: not every node has a name
+    while frontier:
+        for tensor in frontier.pop().output:
+            for consumer in consumers.get(tensor, []):
+                if consumer.output[0] not in seen and consumer.op_type not in ("Conv", "Gemm", "MatMul"):
+                    seen[consumer.output[0]] = consumer
+                    frontier.append(consumer)
+    return sum(node.op_type == "QuantizeLinear" for node in seen.values())
 
 
 def _openvino_layer_is_int8(path, position: int) -> bool:
@@ -158,14 +184,15 @@ def test_float_layers_stay_float_in_every_format_and_the_rest_stays_int8(trained
 @pytest.mark.needs("onnx")
 def test_onnx_keeps_a_layer_float_where_onnxruntime_rewrites_the_graph(tmp_path):
     """onnxruntime's pre-processing turns MobileNetV3's HardSwish into HardSigmoid and Mul and drops every
-    node's module path on the way: the layer is still found, by its node's name."""
+    node's module path on the way: the layer is still found, by its node's name, and its activation stays
+    float with it: one quantization is left after it, at the next (int8) layer's input."""
     from edgecnn.export import ExportConfig, export
 
     with torch.random.fork_rng():  # random weights whose activations calibrate the same in every run
         torch.manual_seed(0)
         model = create_model("mobilenet_v3_small", num_classes=10, input_size=32)
     checkpoint = save_checkpoint(tmp_path / "v3.pt", model)
-    kept, control = "features.1.block.0.0", "features.2.block.0.0"
+    kept, control = "features.4.block.0.0", "features.5.block.0.0"  # 1×1 expansions before a hardswish
     report = export(
         ExportConfig(
             str(checkpoint),
@@ -179,6 +206,7 @@ def test_onnx_keeps_a_layer_float_where_onnxruntime_rewrites_the_graph(tmp_path)
     )
     path = next(a.path for a in report.artifacts if a.precision == "int8")
     assert not _onnx_layer_is_int8(path, kept) and _onnx_layer_is_int8(path, control)
+    assert _onnx_quantizations_after(path, kept) == 1 and _onnx_quantizations_after(path, control) > 1
 
 
 def test_an_unknown_float_layer_is_named_with_the_valid_ones(trained_lenet, tmp_path):

@@ -62,3 +62,34 @@ def _reachable(
                     if consumer.name not in stop_at:
                         frontier.append(consumer)
     return seen
+
+
+def float_followers(nodes: Iterable[GraphNode], float_layers: Collection[str], layer_ops: Collection[str]) -> list[str]:
+    """Names of the nodes that compute only on what ``float_layers`` (node names) make, up to the next
+    layer (an op in ``layer_ops``): their activations, the gating multiply of a SiLU, a residual add whose
+    every input is float. Kept float with the layers, they spare the layers' outputs a round trip through
+    int8 that would otherwise stay beside every float layer (onnxruntime quantizes such ops on their own).
+    An op that also takes a tensor made elsewhere (an int8 branch) stays as its recipe has it."""
+    nodes = list(nodes)
+    producer = {tensor: node for node in nodes for tensor in node.outputs}
+    consumers: dict[str, list[GraphNode]] = {}
+    for node in nodes:
+        for tensor in node.inputs:
+            consumers.setdefault(tensor, []).append(node)
+    floating = {node.name for node in nodes if node.name in float_layers}
+    float_tensors = {tensor for node in nodes if node.name in floating for tensor in node.outputs}
+    frontier = [node for node in nodes if node.name in floating]
+    followers = []
+    while frontier:
+        for tensor in frontier.pop().outputs:
+            for consumer in consumers.get(tensor, []):
+                if consumer.name in floating or consumer.op_type in layer_ops:
+                    continue
+                # constants (initializers, Constant nodes: made from no input) and the graph's input do not count
+                computed = [t for t in consumer.inputs if t in producer and producer[t].inputs]
+                if all(t in float_tensors for t in computed):
+                    floating.add(consumer.name)
+                    float_tensors.update(consumer.outputs)
+                    followers.append(consumer.name)
+                    frontier.append(consumer)
+    return sorted(followers)

@@ -30,7 +30,7 @@ from torch import nn
 from edgecnn._io import atomic_path
 from edgecnn.errors import EdgeCNNError
 from edgecnn.export._formats import HISTOGRAM_STRIDE, PERCENTILE_TAIL, Int8Job
-from edgecnn.export._graph import GraphNode, squeeze_excite_nodes
+from edgecnn.export._graph import GraphNode, float_followers, squeeze_excite_nodes
 from edgecnn.export._quiet import quiet
 from edgecnn.runtime.base import METADATA_KEY
 from edgecnn.runtime.metadata import ArtifactMetadata, Quantization
@@ -40,6 +40,7 @@ OPSET = 18
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 HISTOGRAM_BINS = 2048  # onnxruntime's percentile calibrator's default
+LAYER_OPS = ("Conv", "Gemm", "MatMul")  # the ops that hold a layer's weights
 
 
 def export_float(
@@ -81,12 +82,15 @@ def quantize_int8(job: Int8Job) -> Path:
     with tempfile.TemporaryDirectory() as scratch, atomic_path(job.path) as temporary, quiet("onnxruntime"):
         prepared = Path(scratch) / "prepared.onnx"
         quant_pre_process(str(job.fp32_path), str(prepared))
-        nodes = onnx.load(str(prepared)).graph.node
+        proto = onnx.load(str(prepared))
+        _name_every_node(proto.graph.node)
+        onnx.save(proto, str(prepared))
+        nodes = proto.graph.node
+        graph = [GraphNode(n.name, n.op_type, tuple(n.input), tuple(n.output)) for n in nodes]
         first_conv = [n.name for n in nodes if n.op_type == "Conv"][:1]
         classifier = [n.name for n in nodes if n.op_type in ("Gemm", "MatMul")][-1:]
-        squeeze_excite = squeeze_excite_nodes(
-            GraphNode(n.name, n.op_type, tuple(n.input), tuple(n.output)) for n in nodes
-        )
+        float_layers = _nodes_of(job.fp32_path, job.float_layers, {n.name for n in nodes})
+        float_layers += float_followers(graph, float_layers, LAYER_OPS)
         if job.method in ("auto", "percentile"):  # ranges computed here, handed over as onnxruntime's cache
             ranges = Path(scratch) / "ranges.json"
             percentile = CalibrationMethod.Percentile
@@ -111,16 +115,22 @@ def quantize_int8(job: Int8Job) -> Path:
             activation_type=QuantType.QInt8,
             weight_type=QuantType.QInt8,
             reduce_range=job.target.saturates,
-            nodes_to_exclude=first_conv
-            + classifier
-            + squeeze_excite
-            + _nodes_of(job.fp32_path, job.float_layers, {n.name for n in nodes}),
+            nodes_to_exclude=first_conv + classifier + squeeze_excite_nodes(graph) + float_layers,
             **calibration,
         )
         proto = onnx.load(str(temporary))
         _set_metadata(proto, job.metadata)
         onnx.save(proto, str(temporary))
     return job.path
+
+
+def _name_every_node(nodes: Any) -> None:
+    """Names the nodes that have none, by their place (a prefix neither torch nor onnxruntime writes): the
+    pre-processing leaves the nodes it makes unnamed (the HardSigmoid and Mul of each MobileNetV3
+    HardSwish), and ``nodes_to_exclude`` can keep a node float only by its name."""
+    for index, node in enumerate(nodes):
+        if not node.name:
+            node.name = f"edgecnn_{node.op_type}_{index}"
 
 
 def _nodes_of(fp32_path: Path, modules: tuple[str, ...], prepared: set[str]) -> list[str]:
@@ -137,7 +147,7 @@ def _nodes_of(fp32_path: Path, modules: tuple[str, ...], prepared: set[str]) -> 
     for node in onnx.load(str(fp32_path)).graph.node:
         scopes = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), "[]")
         module = set(ast.literal_eval(scopes)[-2:-1]) & set(modules)
-        if node.op_type in ("Conv", "Gemm", "MatMul") and module and node.name in prepared:
+        if node.op_type in LAYER_OPS and module and node.name in prepared:
             found.append(node.name)
             matched |= module
     if missing := [name for name in modules if name not in matched]:
