@@ -30,11 +30,7 @@ def squeeze_excite_nodes(nodes: Iterable[GraphNode]) -> list[str]:
     including the multiply that meets a tensor from outside the branch (the features it rescales).
     A pool that never reaches such a multiply (the classifier's) is not a branch."""
     nodes = list(nodes)
-    producer = {tensor: node for node in nodes for tensor in node.outputs}
-    consumers: dict[str, list[GraphNode]] = {}
-    for node in nodes:
-        for tensor in node.inputs:
-            consumers.setdefault(tensor, []).append(node)
+    producer, consumers = _links(nodes)
     branches: set[str] = set()
     for pool in (n for n in nodes if n.op_type in GLOBAL_POOLS):
         downstream = _reachable(pool, consumers)
@@ -47,6 +43,16 @@ def squeeze_excite_nodes(nodes: Iterable[GraphNode]) -> list[str]:
         if ends:
             branches |= {n.name for n in _reachable(pool, consumers, stop_at=ends)}
     return sorted(branches)
+
+
+def _links(nodes: list[GraphNode]) -> tuple[dict[str, GraphNode], dict[str, list[GraphNode]]]:
+    """Each tensor's producing node, and the nodes that take it."""
+    producer = {tensor: node for node in nodes for tensor in node.outputs}
+    consumers: dict[str, list[GraphNode]] = {}
+    for node in nodes:
+        for tensor in node.inputs:
+            consumers.setdefault(tensor, []).append(node)
+    return producer, consumers
 
 
 def _reachable(
@@ -71,11 +77,7 @@ def float_followers(nodes: Iterable[GraphNode], float_layers: Collection[str], l
     int8 that would otherwise stay beside every float layer (onnxruntime quantizes such ops on their own).
     An op that also takes a tensor made elsewhere (an int8 branch) stays as its recipe has it."""
     nodes = list(nodes)
-    producer = {tensor: node for node in nodes for tensor in node.outputs}
-    consumers: dict[str, list[GraphNode]] = {}
-    for node in nodes:
-        for tensor in node.inputs:
-            consumers.setdefault(tensor, []).append(node)
+    producer, consumers = _links(nodes)
     floating = {node.name for node in nodes if node.name in float_layers}
     float_tensors = {tensor for node in nodes if node.name in floating for tensor in node.outputs}
     frontier = [node for node in nodes if node.name in floating]
