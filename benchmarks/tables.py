@@ -441,6 +441,8 @@ RENDERERS: dict[str, Renderer] = {
     "int8_fixes": int8_fixes,
     "int8_fixes_agreement": int8_fixes,
     "int8_fixes_v3_large": int8_fixes,
+    "int8_fixes_onnx_activations": int8_fixes,
+    "int8_fixes_agreement_small_lite0": int8_fixes,
     "accuracy_control": accuracy_control,
     "int8_latency": int8_latency,
     "export_time": export_time,
