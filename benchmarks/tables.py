@@ -171,7 +171,7 @@ def int8_fixes(results: dict[str, Any]) -> list[str]:
         cost = r["float_latency"]
         latency = f" at {cost['ratio']:.2f}× p50" if cost else ""
         kept = f", {len(r['kept_float'])} float{latency}" if r["kept_float"] else ""
-        return f"{r['drop_vs_original_fp32']:+.2f} ({r['top1_agreement']:.1f}%{kept})"
+        return f"{r['drop_vs_original_fp32']:+.2f} ({r['top1_agreement']:.2f}%{kept})"
 
     def halved(model: str, fmt: str) -> str:
         plain = cells[(model, fmt, "plain")]["drop_vs_original_fp32"]
