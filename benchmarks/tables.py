@@ -441,6 +441,7 @@ RENDERERS: dict[str, Renderer] = {
     "int8_fixes": int8_fixes,
     "int8_fixes_agreement": int8_fixes,
     "int8_fixes_v3_large": int8_fixes,
+    "int8_fixes_v3_large_qat2": int8_fixes,
     "int8_fixes_onnx_activations": int8_fixes,
     "int8_fixes_agreement_small_lite0": int8_fixes,
     "accuracy_control": accuracy_control,
