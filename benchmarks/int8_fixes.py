@@ -6,6 +6,7 @@ plain int8 lost most in ``int8_accuracy.py``), in every format:
 
 - ``plain``: ``--int8-correction none`` (what ``int8_accuracy.py`` measured before the corrections existed);
 - ``auto``: the default ``--int8-correction auto``;
+- ``cle``, ``bias``, ``cle+bias``: that ``--int8-correction``, applied whether or not it measurably helps;
 - ``qat``: ``edgecnn train CHECKPOINT --qat --epochs N``, then the default export;
 - ``max-drop``: the default export with ``--max-drop 0.5 --min-agreement 0.99`` (the fewest layers kept
   float that hold both: the measured target of the diagnose issue).
@@ -13,10 +14,12 @@ plain int8 lost most in ``int8_accuracy.py``), in every format:
 Each cell: int8 top-1 and its drop against the checkpoint's own PyTorch fp32 (the QAT checkpoint's fp32 is
 its own, so its row also gives its fp32 against the original), agreement, layers kept float and, where
 there are any, their latency cost (full int8 against the result, p50 measured interleaved by the export).
-Target: the plain drop at least halved by one of the fixes, in every format.
+Target: the plain drop at least halved by one of the fixes, in every format. ``--per-tensor`` runs every
+variant with one weight scale per layer (``export --per-tensor``): the depthwise networks' classic failure,
+which equalization and bias correction are for.
 
     .venv/bin/python benchmarks/int8_fixes.py [--models efficientnet_b0] [--qat-epochs 2]
-        [--variants plain,max-drop] [--min-agreement 0.99] [--formats onnx]
+        [--variants plain,max-drop] [--min-agreement 0.99] [--formats onnx] [--per-tensor]
         [--results benchmarks/results/int8_fixes.json]
 
 A run writes its own results file (``--results``): runs of other models keep theirs, each naming its commit.
@@ -37,7 +40,7 @@ from edgecnn.train import TrainConfig, train
 
 RESULTS = Path(__file__).parent / "results" / "int8_fixes.json"
 MAX_DROP = 0.5
-VARIANTS = ("plain", "auto", "qat", "max-drop")
+VARIANTS = ("plain", "auto", "cle", "bias", "cle+bias", "qat", "max-drop")
 
 
 def main() -> None:
@@ -47,6 +50,7 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS), help="plain (always run: the baseline), auto, …")
     parser.add_argument("--min-agreement", type=float, default=0.99, help="the max-drop variant's agreement bound")
     parser.add_argument("--formats", default="all", help="as export's --formats (a rerun of one format's cells)")
+    parser.add_argument("--per-tensor", action="store_true", help="one weight scale per layer, in every variant")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--checkpoints", type=Path, default=Path("runs/bench_fashion"))
     parser.add_argument("--output", type=Path, default=Path("runs/bench_int8_fixes"))
@@ -54,6 +58,8 @@ def main() -> None:
     chosen = {"plain", *args.variants.split(",")}
     if unknown := chosen - set(VARIANTS):
         raise SystemExit(f"unknown variant(s) {', '.join(sorted(unknown))}; valid: {', '.join(VARIANTS)}")
+    if args.per_tensor and "qat" in chosen:
+        raise SystemExit("--per-tensor: train --qat simulates per-channel weights; leave the qat variant out")
     rows: list[dict] = []
     original = 0.0  # the checkpoint's own fp32 top-1: what QAT's int8 is judged against too
     for name in args.models.split(","):
@@ -64,6 +70,7 @@ def main() -> None:
         variants = {
             "plain": (checkpoint, {"int8_correction": "none"}),
             "auto": (checkpoint, {}),
+            **{correction: (checkpoint, {"int8_correction": correction}) for correction in ("cle", "bias", "cle+bias")},
             "qat": (qat_checkpoint, {}),
             "max-drop": (checkpoint, {"max_drop": MAX_DROP, "min_agreement": args.min_agreement}),
         }
@@ -75,6 +82,7 @@ def main() -> None:
                 int8=True,
                 output=args.output / name / variant,
                 keep_degraded=True,
+                per_tensor=args.per_tensor,
                 **options,
             )
             report = export(config)
@@ -86,6 +94,7 @@ def main() -> None:
                 rows.append(
                     {
                         "model": name,
+                        "weights": "per-tensor" if args.per_tensor else "per-channel",
                         "variant": variant,
                         "format": artifact.format,
                         "images": report.verification_images,

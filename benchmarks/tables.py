@@ -189,9 +189,11 @@ def int8_fixes(results: dict[str, Any]) -> list[str]:
         return [mark(r["drop_points"] <= TARGET_DROP and r["top1_agreement"] >= TARGET_AGREEMENT)]
 
     held = [f"max-drop: ≤ {TARGET_DROP:g} point, ≥ {TARGET_AGREEMENT:g}%"] if "max-drop" in variants else []
+    per_tensor = {r["model"] for r in results["rows"] if r.get("weights") == "per-tensor"}
+    names = {m: f"{m}, per-tensor" if m in per_tensor else m for m, _ in keys}
     return table(
         ["model", "format", *variants, "drop halved", *held],
-        ([m, f, *(cell(m, f, v) for v in variants), halved(m, f), *target(m, f)] for m, f in keys),
+        ([names[m], f, *(cell(m, f, v) for v in variants), halved(m, f), *target(m, f)] for m, f in keys),
     )
 
 
