@@ -379,7 +379,7 @@ def export_command(
             "equalization: exact in fp32; pairs through ReLU6 or hard-swish are left alone), bias (bias "
             "correction: the mean shift int8 rounding causes, measured on the calibration images, taken out of "
             "each layer's bias; NNCF's own is then off), cle+bias, none, or auto: the one whose simulated int8 "
-            "is measurably closest to fp32 on the held-out images.",
+            "is measurably closest to fp32 on the held-out images (OpenVINO keeps NNCF's bias correction).",
         ),
     ] = "auto",
     per_tensor: Annotated[

@@ -14,6 +14,7 @@ from edgecnn.export import ExportConfig, export
 from edgecnn.models.checkpoint import load_checkpoint
 from edgecnn.optimize import fold_batchnorm
 from edgecnn.optimize.int8_correction import (
+    CorrectionReport,
     correct_for_int8,
     equalization_pairs,
     equalize,
@@ -158,6 +159,29 @@ def test_export_carries_the_correction_into_every_format_and_per_tensor_weights(
         theirs = next(a for a in plain.artifacts if (a.format, a.precision) == (fmt, "int8")).verification
         assert ours["cosine"] > theirs["cosine"], fmt
     assert all(a.verification["max_abs_diff_over_range"] < 1e-4 for a in corrected.artifacts if a.precision == "fp32")
+
+
+@needs_every_format
+def test_auto_leaves_openvino_its_own_bias_correction(trained_lenet, tmp_path, monkeypatch):
+    """Where ``auto`` chooses bias correction, NNCF goes on correcting OpenVINO's biases in OpenVINO's own
+    arithmetic: its int8 IR is the one an export without edgecnn's correction makes; the others get edgecnn's."""
+    # bias correction lowers this LeNet's simulated per-tensor error by a few percent: any gain is chosen
+    monkeypatch.setattr("edgecnn.optimize.int8_correction.AUTO_GAIN", 1.0)
+    config = dict(int8=True, calib_size=32, per_tensor=True)
+    auto = export(ExportConfig(str(trained_lenet), output=tmp_path / "auto", **config))
+    plain = export(
+        ExportConfig(str(trained_lenet), formats="openvino", int8_correction="none", output=tmp_path / "none", **config)
+    )
+    assert auto.int8_correction["applied"] == "bias" and auto.int8_correction["own_bias_correction"] == ["openvino"]
+    assert "openvino: its own instead" in CorrectionReport(**auto.int8_correction).summary()
+    for fmt in ("onnx", "tflite"):
+        assert (
+            open_runner(artifact_path(auto, fmt, "int8")).metadata.quantization.corrections
+            == "bias correction (edgecnn)"
+        )
+    assert open_runner(artifact_path(auto, "openvino", "int8")).metadata.quantization.corrections is None
+    weights = [artifact_path(report, "openvino", "int8").with_suffix(".bin").read_bytes() for report in (auto, plain)]
+    assert weights[0] == weights[1]
 
 
 def _onnx_weight_scales(path) -> set[int]:

@@ -80,6 +80,9 @@ class Format:
     # its int8 quantizer reads the fp32 artifact (onnxruntime, NNCF), not the PyTorch model (litert-torch's
     # PT2E): a corrected model needs an fp32 artifact of its own first
     quantizes_fp32_artifact: bool = True
+    # its int8 quantizer corrects biases itself, in its own arithmetic (NNCF's full bias correction): where
+    # ``--int8-correction auto`` chose bias correction, the format keeps its own in place of edgecnn's
+    corrects_biases: bool = False
 
     def load_exporter(self) -> Exporter:
         return cast("Exporter", importlib.import_module(self.exporter))
@@ -135,6 +138,7 @@ FORMATS: dict[str, Format] = {
         exporter="edgecnn.export.openvino",
         calibration_methods=("auto",),
         verify_precision="f32",
+        corrects_biases=True,
     ),
     "tflite": Format(
         "tflite",

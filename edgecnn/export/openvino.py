@@ -53,9 +53,8 @@ def quantize_int8(job: Int8Job) -> Path:
     The full bias correction instead of NNCF's default fast one: on the ImageNet-trained EfficientNet-Lite1
     (``benchmarks/real_int8.py``, AVX-512 VNNI CPU) the fast one lost 6.3 points of top-1 agreement
     (84.8% → 78.5%), and on the digits it was what kept LeNet-5 within 0.5 points. Where edgecnn has corrected
-    the biases already (``--int8-correction``, the same correction as the other formats get) NNCF's is off:
-    on Lite1, 270 held-out crops, edgecnn's in place of NNCF's agreed 87.8% against 87.0% per channel and
-    55.9% against 54.4% per tensor (a one-off comparison, ``benchmarks/int8_correction.py``'s images).
+    the biases already (``--int8-correction bias`` or ``cle+bias`` by name) NNCF's is off; under ``auto`` the
+    model comes without edgecnn's and NNCF's stays on (the export's ``_Work.correction_for`` says why).
 
     The weights' range follows the target CPU (``Target.saturates``, recorded in the metadata): x86
     CPUs without VNNI (AVX2) add pairs of u8×s8 products in saturating 16-bit registers, so there every

@@ -11,7 +11,8 @@ replacing ReLU6 by ReLU would change the fp32 model, which this step never does.
 on the calibration images, how far int8 rounding moves each layer's mean output per channel (weights and input
 rounded as the formats round them, every earlier layer already rounded and corrected) and subtracts that shift
 from the layer's bias. It changes the fp32 model on purpose, so only the int8 artifacts get it; a toolchain's
-own bias correction (NNCF's, for OpenVINO) is switched off where it is applied, or it would correct twice.
+own bias correction (NNCF's, for OpenVINO) is switched off where it is applied, or it would correct twice —
+except under ``auto``, where such a toolchain keeps its own (``without_bias``; the export decides).
 
 The layers the formats keep float (the first convolution, the classifier, squeeze-excite branches, the user's
 float layers) are neither rounded nor corrected in the simulation. ``auto`` applies the combination whose
@@ -65,6 +66,8 @@ class CorrectionReport:
     simulated_agreement: dict[str, float] = field(default_factory=dict)  # candidate → top-1 agreement, %
     images: int = 0  # held-out images the candidates were compared on
     seconds: float = 0.0
+    #: formats whose quantizer kept its own bias correction in place of edgecnn's (``auto``; see the export)
+    own_bias_correction: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -79,7 +82,8 @@ class CorrectionReport:
         if "cle" in self.applied:
             parts.append(f"{self.equalized_pairs} pairs equalized" + (f", {skipped} left" if skipped else ""))
         if "bias" in self.applied:
-            parts.append(f"{self.corrected_layers} biases corrected")
+            own = f" ({', '.join(self.own_bias_correction)}: its own instead)" if self.own_bias_correction else ""
+            parts.append(f"{self.corrected_layers} biases corrected{own}")
         return "; ".join(parts)
 
 
@@ -89,6 +93,8 @@ class CorrectedModel:
 
     model: nn.Module
     report: CorrectionReport
+    #: the same less bias correction, for a quantizer that corrects biases in its own arithmetic
+    without_bias: nn.Module
 
 
 def recipe_float_layers(model: nn.Module) -> list[str]:
@@ -296,4 +302,9 @@ def correct_for_int8(
         change = (logits(built["cle"], held) - reference).abs().max()
         report.fp32_change = float(change / (reference.max() - reference.min()).clamp(min=1e-12))
     report.seconds = time.perf_counter() - started
-    return CorrectedModel(built[report.applied], report)
+    return CorrectedModel(built[report.applied], report, built[without_bias_correction(report.applied)])
+
+
+def without_bias_correction(applied: str) -> str:
+    """``applied`` less bias correction: what a quantizer that corrects biases itself starts from."""
+    return "cle" if "cle" in applied else "none"
