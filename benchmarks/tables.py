@@ -444,6 +444,7 @@ RENDERERS: dict[str, Renderer] = {
     "int8_fixes_agreement": int8_fixes,
     "int8_fixes_v3_large": int8_fixes,
     "int8_fixes_v3_large_qat2": int8_fixes,
+    "int8_fixes_v3_large_epyc": int8_fixes,
     "int8_fixes_onnx_activations": int8_fixes,
     "int8_fixes_agreement_small_lite0": int8_fixes,
     "int8_fixes_v2_resnet18_lenet5": int8_fixes,
