@@ -608,17 +608,17 @@ def _correct_for_int8(work: _Work, formats: list[Format]) -> CorrectedModel:
             per_channel=not config.per_tensor,
             float_layers=config.float_layers,
         )
-    work.int8_correction = corrected.report.applied
+    applied = work.int8_correction = corrected.report.applied
+    models = {applied: corrected.model, without_bias_correction(applied): corrected.without_bias}
+    needed = {work.correction_for(fmt) for fmt in formats if fmt.int8}  # only these travel to a worker
     work.int8_states = {
-        applied: {key: value.detach().clone() for key, value in model.state_dict().items()}
-        for applied, model in (
-            (corrected.report.applied, corrected.model),
-            (without_bias_correction(corrected.report.applied), corrected.without_bias),
-        )
-        if model is not work.model
+        correction: {key: value.detach().clone() for key, value in models[correction].state_dict().items()}
+        for correction in needed
+        if models[correction] is not work.model
     }
-    own = [fmt.name for fmt in formats if fmt.int8 and work.correction_for(fmt) != corrected.report.applied]
-    corrected.report.own_bias_correction = own
+    corrected.report.own_bias_correction = [
+        fmt.name for fmt in formats if fmt.int8 and work.correction_for(fmt) != applied
+    ]
     return corrected
 
 
