@@ -378,8 +378,9 @@ def export_command(
             help="Before any format quantizes, make the folded model easier to quantize: cle (cross-layer "
             "equalization: exact in fp32; pairs through ReLU6 or hard-swish are left alone), bias (bias "
             "correction: the mean shift int8 rounding causes, measured on the calibration images, taken out of "
-            "each layer's bias; NNCF's own is then off), cle+bias, none, or auto: the one whose simulated int8 "
-            "is measurably closest to fp32 on the held-out images (OpenVINO keeps NNCF's bias correction).",
+            "each layer's bias; NNCF's own is then off), cle+bias, none (OpenVINO keeps NNCF's bias correction), "
+            "raw (NNCF's off too: int8 with no correction at all, the baseline), or auto: the one whose simulated "
+            "int8 is measurably closest to fp32 on the held-out images (OpenVINO keeps NNCF's bias correction).",
         ),
     ] = "auto",
     per_tensor: Annotated[

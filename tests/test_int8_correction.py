@@ -164,24 +164,33 @@ def test_export_carries_the_correction_into_every_format_and_per_tensor_weights(
 @needs_every_format
 def test_auto_leaves_openvino_its_own_bias_correction(trained_lenet, tmp_path, monkeypatch):
     """Where ``auto`` chooses bias correction, NNCF goes on correcting OpenVINO's biases in OpenVINO's own
-    arithmetic: its int8 IR is the one an export without edgecnn's correction makes; the others get edgecnn's."""
+    arithmetic: its int8 IR is the one an export without edgecnn's correction makes; the others get edgecnn's.
+    ``raw`` switches NNCF's off too, and the metadata says which correction each artifact had."""
     # bias correction lowers this LeNet's simulated per-tensor error by a few percent: any gain is chosen
     monkeypatch.setattr("edgecnn.optimize.int8_correction.AUTO_GAIN", 1.0)
     config = dict(int8=True, calib_size=32, per_tensor=True)
     auto = export(ExportConfig(str(trained_lenet), output=tmp_path / "auto", **config))
-    plain = export(
-        ExportConfig(str(trained_lenet), formats="openvino", int8_correction="none", output=tmp_path / "none", **config)
+    plain, raw = (
+        export(
+            ExportConfig(str(trained_lenet), formats="openvino", int8_correction=name, output=tmp_path / name, **config)
+        )
+        for name in ("none", "raw")
     )
     assert auto.int8_correction["applied"] == "bias" and auto.int8_correction["own_bias_correction"] == ["openvino"]
     assert "openvino: its own instead" in CorrectionReport(**auto.int8_correction).summary()
-    for fmt in ("onnx", "tflite"):
-        assert (
-            open_runner(artifact_path(auto, fmt, "int8")).metadata.quantization.corrections
-            == "bias correction (edgecnn)"
-        )
-    assert open_runner(artifact_path(auto, "openvino", "int8")).metadata.quantization.corrections is None
-    weights = [artifact_path(report, "openvino", "int8").with_suffix(".bin").read_bytes() for report in (auto, plain)]
-    assert weights[0] == weights[1]
+    assert raw.int8_correction["applied"] == "none"
+    assert "own bias correction off" in CorrectionReport(**raw.int8_correction).summary()
+
+    def corrections(report, fmt: str) -> str | None:
+        return open_runner(artifact_path(report, fmt, "int8")).metadata.quantization.corrections
+
+    assert corrections(auto, "onnx") == corrections(auto, "tflite") == "bias correction (edgecnn)"
+    assert corrections(auto, "openvino") == corrections(plain, "openvino") == "bias correction (NNCF)"
+    assert corrections(raw, "openvino") is None
+    weights = [
+        artifact_path(report, "openvino", "int8").with_suffix(".bin").read_bytes() for report in (auto, plain, raw)
+    ]
+    assert weights[0] == weights[1] != weights[2]
 
 
 def _onnx_weight_scales(path) -> set[int]:

@@ -80,9 +80,10 @@ class Format:
     # its int8 quantizer reads the fp32 artifact (onnxruntime, NNCF), not the PyTorch model (litert-torch's
     # PT2E): a corrected model needs an fp32 artifact of its own first
     quantizes_fp32_artifact: bool = True
-    # its int8 quantizer corrects biases itself, in its own arithmetic (NNCF's full bias correction): where
-    # ``--int8-correction auto`` chose bias correction, the format keeps its own in place of edgecnn's
-    corrects_biases: bool = False
+    # the toolchain whose int8 quantizer corrects biases itself, in its own arithmetic (NNCF's full bias
+    # correction), if any: where ``--int8-correction auto`` chose bias correction, the format keeps its own in
+    # place of edgecnn's
+    bias_corrector: str | None = None
 
     def load_exporter(self) -> Exporter:
         return cast("Exporter", importlib.import_module(self.exporter))
@@ -108,9 +109,9 @@ class Int8Job:
     float_layers: tuple[str, ...] = ()
     float_positions: tuple[int, ...] = ()
     per_channel: bool = True  # the weights' scales: one per output channel, or one per tensor (--per-tensor)
-    #: edgecnn corrected the model's biases for int8 (``--int8-correction``): a toolchain's own bias correction
-    #: (NNCF's) would correct them twice
-    bias_corrected: bool = False
+    #: the toolchain's own bias correction (NNCF's) stays on: off where edgecnn corrected the model's biases
+    #: (it would correct them twice) or ``--int8-correction raw`` asked for none at all
+    own_bias_correction: bool = True
 
 
 FORMATS: dict[str, Format] = {
@@ -138,7 +139,7 @@ FORMATS: dict[str, Format] = {
         exporter="edgecnn.export.openvino",
         calibration_methods=("auto",),
         verify_precision="f32",
-        corrects_biases=True,
+        bias_corrector="NNCF",
     ),
     "tflite": Format(
         "tflite",

@@ -53,8 +53,9 @@ def quantize_int8(job: Int8Job) -> Path:
     The full bias correction instead of NNCF's default fast one: on the ImageNet-trained EfficientNet-Lite1
     (``benchmarks/real_int8.py``, AVX-512 VNNI CPU) the fast one lost 6.3 points of top-1 agreement
     (84.8% → 78.5%), and on the digits it was what kept LeNet-5 within 0.5 points. Where edgecnn has corrected
-    the biases already (``--int8-correction bias`` or ``cle+bias`` by name) NNCF's is off; under ``auto`` the
-    model comes without edgecnn's and NNCF's stays on (the export's ``_Work.correction_for`` says why).
+    the biases already (``--int8-correction bias`` or ``cle+bias`` by name) NNCF's is off, and under ``raw``
+    (no correction at all); under ``auto`` the model comes without edgecnn's and NNCF's stays on (the export's
+    ``_Work.correction_for`` says why).
 
     The weights' range follows the target CPU (``Target.saturates``, recorded in the metadata): x86
     CPUs without VNNI (AVX2) add pairs of u8×s8 products in saturating 16-bit registers, so there every
@@ -86,7 +87,7 @@ def quantize_int8(job: Int8Job) -> Path:
             fast_bias_correction=False,
             advanced_parameters=AdvancedQuantizationParameters(
                 overflow_fix=overflow_fix,
-                disable_bias_correction=job.bias_corrected,
+                disable_bias_correction=not job.own_bias_correction,
                 weights_quantization_params=None if job.per_channel else QuantizationParameters(per_channel=False),
             ),
         )
@@ -141,7 +142,7 @@ def _save(model: Any, path: Path, metadata: ArtifactMetadata, half: bool) -> Non
 def int8_scheme(method: str, target: Target) -> Quantization:
     return Quantization(
         scheme="NNCF post-training: FakeQuantize, int8 activations, int8 weights",
-        method="nncf min/max with full bias correction",
+        method="nncf min/max",
         float_layers="classifier, squeeze-excite branches",
         weights_range="7-bit in every layer" if target.saturates else "7-bit in the first layer, 8-bit elsewhere",
         seven_bit_weights=target.saturates,

@@ -655,9 +655,16 @@ class _Work:
         which edgecnn's only simulates: on the Fashion-MNIST MobileNetV2, edgecnn's in NNCF's place lost
         0.26 point more per channel and 0.42 per tensor (10,000 images; on the ImageNet Lite1 it agreed on
         2 and 4 more of 270 crops). Asked for by name, edgecnn's replaces NNCF's."""
-        if fmt.corrects_biases and self.config.int8_correction == "auto":
+        if fmt.bias_corrector and self.config.int8_correction == "auto":
             return without_bias_correction(self.int8_correction)
         return self.int8_correction
+
+    def own_bias_correction(self, fmt: Format) -> bool:
+        """Whether ``fmt``'s quantizer corrects biases itself: where it can, unless edgecnn corrected them
+        (twice would overshoot) or ``raw`` asked for int8 with no correction at all."""
+        return (
+            bool(fmt.bias_corrector) and "bias" not in self.correction_for(fmt) and self.config.int8_correction != "raw"
+        )
 
     def int8_model(self, fmt: Format) -> nn.Module:
         """The model ``fmt``'s int8 quantizer starts from."""
@@ -752,13 +759,14 @@ def _int8_scheme(fmt: Format, exporter: Exporter, work: _Work, target: Target) -
             scheme, float_layers=f"{scheme.float_layers}; also {', '.join(config.float_layers)}"
         )
     correction = work.correction_for(fmt)
-    applied = correction.split("+") if correction != "none" else []
     words = {"cle": "cross-layer equalization", "bias": "bias correction"}
+    applied = [f"{words[name]} (edgecnn)" for name in correction.split("+") if name != "none"]
+    own = [f"bias correction ({fmt.bias_corrector})"] if work.own_bias_correction(fmt) else []
     return dataclasses.replace(
         scheme,
         scheme=scheme.scheme.replace("per-channel", "per-tensor") if config.per_tensor else scheme.scheme,
         weights_per_channel=not config.per_tensor,
-        corrections=", ".join(f"{words[name]} (edgecnn)" for name in applied) or None,
+        corrections=", ".join(applied + own) or None,
     )
 
 
@@ -799,7 +807,7 @@ def _export_one(fmt: Format, precision: str, work: _Work) -> ArtifactReport:
                     tuple(config.float_layers),
                     work.float_positions,
                     per_channel=not config.per_tensor,
-                    bias_corrected="bias" in work.correction_for(fmt),
+                    own_bias_correction=work.own_bias_correction(fmt),
                 )
                 exporter.quantize_int8(job)
     except Exception as exc:  # each converter raises its own types; the user needs which step failed and why

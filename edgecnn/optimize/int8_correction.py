@@ -12,7 +12,9 @@ on the calibration images, how far int8 rounding moves each layer's mean output 
 rounded as the formats round them, every earlier layer already rounded and corrected) and subtracts that shift
 from the layer's bias. It changes the fp32 model on purpose, so only the int8 artifacts get it; a toolchain's
 own bias correction (NNCF's, for OpenVINO) is switched off where it is applied, or it would correct twice —
-except under ``auto``, where such a toolchain keeps its own (``without_bias``; the export decides).
+except under ``auto``, where such a toolchain keeps its own (``without_bias``; the export decides). ``raw``
+corrects nothing and switches the toolchains' own off too: int8 as rounding alone leaves it, the baseline any
+correction is measured against.
 
 The layers the formats keep float (the first convolution, the classifier, squeeze-excite branches, the user's
 float layers) are neither rounded nor corrected in the simulation. ``auto`` applies the combination whose
@@ -36,7 +38,9 @@ from edgecnn.errors import EdgeCNNError
 from edgecnn.models.layers import SqueezeExcitation
 from edgecnn.optimize.sensitivity import input_ranges, layer_hooks, logits, quantizable_layers, quantized, score
 
-CORRECTIONS = ("auto", "none", "cle", "bias", "cle+bias")
+#: what can be applied to the PyTorch model: the candidates ``auto`` chooses among
+APPLICABLE = ("none", "cle", "bias", "cle+bias")
+CORRECTIONS = ("auto", *APPLICABLE, "raw")
 #: what may sit between an equalized pair: per-channel maps that commute with a positive per-channel scale,
 #: f(x / s) = f(x) / s (pooling takes each channel's max or mean)
 HOMOGENEOUS = (nn.ReLU, nn.Identity, nn.Dropout, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
@@ -84,6 +88,8 @@ class CorrectionReport:
         if "bias" in self.applied:
             own = f" ({', '.join(self.own_bias_correction)}: its own instead)" if self.own_bias_correction else ""
             parts.append(f"{self.corrected_layers} biases corrected{own}")
+        if self.requested == "raw":
+            parts.append("the formats' own bias correction off too")
         return "; ".join(parts)
 
 
@@ -263,10 +269,12 @@ def correct_for_int8(
     kept_float = {*recipe_float_layers(folded), *float_layers}
     int8_layers = [name for name in quantizable_layers(folded) if name not in kept_float]
     pairs, skipped = equalization_pairs(folded)
-    if requested != "auto":
-        candidates: tuple[str, ...] = ("none", requested)
+    if requested == "raw":
+        candidates: tuple[str, ...] = ("none",)
+    elif requested != "auto":
+        candidates = ("none", requested)
     else:  # equalizing nothing would only repeat the uncorrected candidates
-        candidates = CORRECTIONS[1:] if pairs else ("none", "bias")
+        candidates = APPLICABLE if pairs else ("none", "bias")
     built: dict[str, nn.Module] = {"none": folded}
     if {"cle", "cle+bias"} & set(candidates):
         built["cle"] = copy.deepcopy(folded)
@@ -281,7 +289,7 @@ def correct_for_int8(
             built[name] = model
     report = CorrectionReport(
         requested=requested,
-        applied=requested,
+        applied="none" if requested == "raw" else requested,
         granularity="per-channel" if per_channel else "per-tensor",
         equalized_pairs=len(pairs),
         skipped_pairs=skipped,

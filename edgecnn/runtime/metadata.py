@@ -38,7 +38,9 @@ class Quantization:
     seven_bit_weights: bool = False  # every int8 layer: what keeps u8×s8 pairs from saturating in 16 bits
     chosen_for: str | None = None  # the target that weights_range was chosen for, and why
     weights_per_channel: bool = True  # one scale per output channel, or one per tensor
-    corrections: str | None = None  # applied to the PyTorch model first: cross-layer equalization, bias correction
+    # what corrected the int8 model: edgecnn's equalization or bias correction of the PyTorch model, or the
+    # quantizer's own bias correction (NNCF's)
+    corrections: str | None = None
     input_output: str | None = None
     calibration: Calibration | None = None
 
