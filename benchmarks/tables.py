@@ -451,6 +451,7 @@ RENDERERS: dict[str, Renderer] = {
     "int8_fixes_agreement_small_lite0": int8_fixes,
     "int8_fixes_v2_resnet18_lenet5": int8_fixes,
     "int8_fixes_v2_per_tensor": int8_fixes,
+    "int8_fixes_v3_large_per_tensor": int8_fixes,
     "accuracy_control": accuracy_control,
     "int8_latency": int8_latency,
     "export_time": export_time,
