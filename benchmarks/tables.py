@@ -176,11 +176,11 @@ def int8_fixes(results: dict[str, Any]) -> list[str]:
     baseline = "raw" if "raw" in variants else "plain"  # no correction at all, where it was run
 
     def halved(model: str, fmt: str) -> str:
-        plain = cells[(model, fmt, baseline)]["drop_vs_original_fp32"]
-        if plain < RESOLVED_DROP:
+        before = cells[(model, fmt, baseline)]["drop_vs_original_fp32"]
+        if before < RESOLVED_DROP:
             return "– (nothing to halve)"
         fixes = [r["drop_vs_original_fp32"] for v in variants if v != baseline and (r := cells.get((model, fmt, v)))]
-        return mark(bool(fixes) and min(fixes) <= plain / 2)
+        return mark(bool(fixes) and min(fixes) <= before / 2)
 
     def target(model: str, fmt: str) -> list[str]:
         """The measured target of --max-drop 0.5: drop and agreement both held."""
